@@ -1,0 +1,158 @@
+"""Noise models: the likelihood of the pixel data given expected counts.
+
+Each model checks its data before any sampling (``problems``), fills masked
+pixels with a harmless value so they can hold NaN on input (``fill``), gives
+the per-pixel distribution (``distribution``) and draws simulated data
+(``simulate``). Units: counts (photons or electrons) per pixel.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from starmodels.component import Component
+
+
+class NoiseModel(Component):
+    """Base class: a pixel likelihood with an optional boolean ``mask`` (True = use)."""
+
+    mask: jnp.ndarray | None
+    role = "noise"
+
+    def _set_mask(self, mask):
+        if mask is None:
+            self.mask = None
+            return
+        m = np.asarray(mask)
+        if m.dtype != bool:
+            raise ValueError(f"mask must be boolean (True = use the pixel), got dtype {m.dtype}")
+        self.mask = jnp.asarray(m)
+
+    def use(self, shape) -> np.ndarray:
+        return np.ones(shape, bool) if self.mask is None else np.asarray(self.mask)
+
+    def problems(self, data: np.ndarray) -> list[str]:
+        """Every problem with ``data`` under this model, as readable sentences."""
+        out = []
+        if self.mask is not None and self.mask.shape != data.shape:
+            out.append(f"mask shape {tuple(self.mask.shape)} != data shape {data.shape}")
+            return out
+        use = self.use(data.shape)
+        bad = ~np.isfinite(data) & use
+        if bad.any():
+            out.append(f"{int(bad.sum())} non-finite (NaN/inf) pixel(s) outside the mask, "
+                       f"first at {tuple(int(i) for i in np.argwhere(bad)[0])}")
+        if not use.any():
+            out.append("the mask excludes every pixel")
+        return out
+
+    def fill(self, data: np.ndarray) -> np.ndarray:
+        """Data with masked pixels set to 0 (they carry no weight)."""
+        return np.where(self.use(data.shape), data, 0.0)
+
+    def observe(self, mu: jnp.ndarray, data, p: dict):
+        """The numpyro likelihood site ``obs`` (one event of all pixels)."""
+        d = self.distribution(mu, p)
+        if self.mask is not None:
+            d = d.mask(self.mask)
+        return numpyro.sample("obs", d.to_event(mu.ndim), obs=data)
+
+    def log_prob(self, mu, data, p: dict | None = None) -> jnp.ndarray:
+        """Per-pixel log-likelihood (0 for masked pixels)."""
+        p = {**self.fixed(), **(p or {})}
+        lp = self.distribution(mu, p).log_prob(jnp.asarray(self.fill(np.asarray(data))))
+        return lp if self.mask is None else jnp.where(self.mask, lp, 0.0)
+
+    def simulate(self, key, mu, p: dict | None = None) -> jnp.ndarray:
+        p = {**self.fixed(), **(p or {})}
+        return self.distribution(mu, p).sample(key)
+
+
+class Poisson(NoiseModel):
+    """Photon counting: integer counts ~ Poisson(expected counts)."""
+
+    param_names = ()
+
+    def __init__(self, mask=None):
+        super().__init__({})
+        self._set_mask(mask)
+
+    def problems(self, data):
+        out = super().problems(data)
+        use = self.use(data.shape) & np.isfinite(data)
+        if (data[use] < 0).any():
+            out.append(f"Poisson noise needs non-negative counts; {int((data[use] < 0).sum())} "
+                       f"pixel(s) are negative (min {data[use].min():g})")
+        frac = data[use] != np.round(data[use])
+        if frac.any():
+            out.append(f"Poisson noise needs integer counts; {int(frac.sum())} pixel(s) are not "
+                       "integers (data with read noise needs PoissonGaussian)")
+        return out
+
+    def distribution(self, mu, p):
+        return dist.Poisson(jnp.clip(mu, 1e-10))
+
+
+class Gaussian(NoiseModel):
+    """Gaussian noise with a known per-pixel sigma (scalar or map, counts)."""
+
+    sigma: jnp.ndarray
+    param_names = ()
+
+    def __init__(self, sigma, mask=None):
+        super().__init__({})
+        self._set_mask(mask)
+        self.sigma = jnp.asarray(sigma, float)
+
+    def problems(self, data):
+        out = super().problems(data)
+        try:
+            s = np.broadcast_to(np.asarray(self.sigma), data.shape)
+        except ValueError:
+            out.append(f"sigma shape {tuple(np.shape(self.sigma))} does not match data shape {data.shape}")
+            return out
+        use = self.use(data.shape)
+        bad = ~(np.isfinite(s) & (s > 0)) & use
+        if bad.any():
+            out.append(f"sigma must be finite and positive; {int(bad.sum())} pixel(s) are not")
+        return out
+
+    def distribution(self, mu, p):
+        sigma = self.sigma if self.mask is None else jnp.where(self.mask, self.sigma, 1.0)
+        return dist.Normal(mu, sigma)
+
+
+class PoissonGaussian(NoiseModel):
+    """CCD noise: Poisson photons plus Gaussian read noise ``read_sigma`` (counts).
+
+    Uses the standard CCD approximation ``Normal(mu, sqrt(mu + read_sigma**2))``,
+    accurate when ``mu + read_sigma**2`` is more than about 10 counts.
+    ``read_sigma`` may be fixed or given a prior (site ``noise.read_sigma``).
+    """
+
+    param_names = ("read_sigma",)
+
+    def __init__(self, read_sigma, mask=None):
+        super().__init__({"read_sigma": read_sigma})
+        self._set_mask(mask)
+        fixed = self.fixed().get("read_sigma")
+        if fixed is not None and not float(fixed) > 0:
+            raise ValueError(f"read_sigma must be positive, got {float(fixed)}")
+
+    def distribution(self, mu, p):
+        return dist.Normal(mu, jnp.sqrt(jnp.clip(mu, 0.0) + p["read_sigma"] ** 2))
+
+    def simulate(self, key, mu, p: dict | None = None) -> jnp.ndarray:
+        """Exact: Poisson photons plus Gaussian read noise (not the approximation)."""
+        p = {**self.fixed(), **(p or {})}
+        return simulate_poisson_read(key, mu, p["read_sigma"])
+
+
+def simulate_poisson_read(key, mu, read_sigma) -> jnp.ndarray:
+    """Exact CCD simulation: Poisson(mu) photons plus Normal(0, read_sigma) read noise."""
+    k1, k2 = jax.random.split(key)
+    return jax.random.poisson(k1, mu).astype(float) + read_sigma * jax.random.normal(k2, mu.shape)

@@ -1,0 +1,120 @@
+"""Posterior: an ArviZ InferenceData plus run metadata; summary, save and load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+from starmodels.diagnostics import flat_items, flat_truth, truth_table, warn_on_problems
+
+_META_KEY = "starmodels_meta"
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray | np.generic):
+        return o.tolist()
+    try:
+        return np.asarray(o).tolist()
+    except Exception:  # pragma: no cover - last resort for odd objects
+        return str(o)
+
+
+def build_idata(draws: Mapping[str, np.ndarray], labels: Mapping[str, list],
+                sample_stats: Mapping[str, np.ndarray] | None = None,
+                observed: np.ndarray | None = None, log_likelihood: np.ndarray | None = None):
+    """InferenceData from per-site draws of shape (chain, draw, *event)."""
+    coords, dims = {}, {}
+    for name, arr in draws.items():
+        extra = np.shape(arr)[2:]
+        if len(extra) == 1 and name in labels and len(labels[name]) == extra[0]:
+            coords[f"{name}_dim"] = list(labels[name])
+            dims[name] = [f"{name}_dim"]
+    obs = {"obs": np.asarray(observed)} if observed is not None else None
+    if obs is not None:
+        dims["obs"] = ["y", "x"]
+    ll = {"obs": np.asarray(log_likelihood)} if log_likelihood is not None else None
+    if ll is not None:
+        dims.setdefault("obs", ["y", "x"])
+    return az.from_dict(posterior={k: np.asarray(v) for k, v in draws.items()},
+                        sample_stats=dict(sample_stats) if sample_stats else None,
+                        observed_data=obs, log_likelihood=ll, coords=coords, dims=dims)
+
+
+@dataclass
+class Posterior:
+    """Draws (``idata``, an :class:`arviz.InferenceData`) and how they were made (``meta``)."""
+
+    idata: az.InferenceData
+    meta: dict = field(default_factory=dict)
+
+    # -- access -----------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.meta.get("method", "?")
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.idata.posterior.data_vars)
+
+    def draws(self) -> dict[str, np.ndarray]:
+        """Site name -> array (chain, draw, *event), physical units."""
+        return {k: v.values for k, v in self.idata.posterior.data_vars.items()}
+
+    def flat_draws(self) -> dict[str, np.ndarray]:
+        """Scalar name (``optics.zernike[4]``) -> array (chain, draw)."""
+        labels = self.meta.get("labels", {})
+        out = {}
+        for name, arr in self.draws().items():
+            out.update(dict(flat_items(name, arr, labels.get(name))))
+        return out
+
+    def mean(self) -> dict[str, np.ndarray]:
+        """Posterior mean of every site (for rendering a model image)."""
+        return {k: v.mean(axis=(0, 1)) for k, v in self.draws().items()}
+
+    @property
+    def divergences(self) -> int:
+        ss = getattr(self.idata, "sample_stats", None)
+        if ss is None or "diverging" not in ss:
+            return 0
+        return int(ss["diverging"].values.sum())
+
+    # -- reporting --------------------------------------------------------
+    def summary(self, hdi_prob: float = 0.94, warn: bool = True) -> pd.DataFrame:
+        """Mean, sd, HDI, MCSE, ess_bulk, ess_tail and r_hat per scalar parameter."""
+        table = az.summary(self.idata, hdi_prob=hdi_prob, kind="all")
+        if warn:
+            n = self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
+            warn_on_problems(table, self.divergences, n)
+        return table
+
+    def check_truth(self, truth: Mapping, prob: float = 0.94) -> pd.DataFrame:
+        """Compare with known true values: z-score and whether truth is inside the interval."""
+        return truth_table(self.flat_draws(), flat_truth(truth, self.meta.get("labels", {})), prob)
+
+    def __repr__(self) -> str:
+        m = self.meta
+        return (f"Posterior({m.get('model', '?')}, method={self.method}, chains={m.get('chains')}, "
+                f"draws={m.get('samples')}, params={self.param_names})")
+
+    # -- persistence ------------------------------------------------------
+    def to_netcdf(self, path) -> Path:
+        """Write everything (draws, sample stats, data, metadata) to one NetCDF file."""
+        path = Path(path)
+        idata = self.idata.copy()
+        idata.posterior.attrs[_META_KEY] = json.dumps(self.meta, default=_json_default)
+        idata.to_netcdf(str(path))
+        return path
+
+    @classmethod
+    def from_netcdf(cls, path) -> Posterior:
+        idata = az.from_netcdf(str(path))
+        meta = json.loads(idata.posterior.attrs.pop(_META_KEY, "{}"))
+        return cls(idata=idata, meta=meta)
+
