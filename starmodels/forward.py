@@ -94,13 +94,15 @@ class ForwardModel(eqx.Module):
         return self.detector.shape
 
     def _local(self, role: str, params: Mapping[str, Any]) -> dict:
+        """Parameters of one component: given values, else its fixed values."""
         comp = getattr(self, role)
         out = dict(comp.fixed())
-        for k in comp.priors():
+        for k in comp.param_names:
             full = f"{role}.{k}"
-            if full not in params:
+            if full in params:
+                out[k] = params[full]
+            elif k not in out:
                 raise KeyError(f"render needs {full!r}; got {sorted(params)}")
-            out[k] = params[full]
         return out
 
     def render(self, params: Mapping[str, Any]) -> jnp.ndarray:
@@ -142,4 +144,4 @@ class ForwardModel(eqx.Module):
         """Noisy data drawn from the model at ``params`` (physical units)."""
         mu = self.render({**{k: jnp.asarray(v) for k, v in params.items()}})
         noise_p = self._local("noise", params)
-        return np.asarray(self.noise.simulate(jax.random.PRNGKey(seed), mu, noise_p))
+        return np.asarray(self.noise.simulate(jax.random.PRNGKey(seed), mu, noise_p), dtype=float)

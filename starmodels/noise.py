@@ -48,7 +48,11 @@ class NoiseModel(Component):
                        f"first at {tuple(int(i) for i in np.argwhere(bad)[0])}")
         if not use.any():
             out.append("the mask excludes every pixel")
-        return out
+        return out + self._value_problems(data, use)
+
+    def _value_problems(self, data: np.ndarray, use: np.ndarray) -> list[str]:
+        """Model-specific checks of the used pixels (overridden by subclasses)."""
+        return []
 
     def fill(self, data: np.ndarray) -> np.ndarray:
         """Data with masked pixels set to 0 (they carry no weight)."""
@@ -81,9 +85,9 @@ class Poisson(NoiseModel):
         super().__init__({})
         self._set_mask(mask)
 
-    def problems(self, data):
-        out = super().problems(data)
-        use = self.use(data.shape) & np.isfinite(data)
+    def _value_problems(self, data, use):
+        out = []
+        use = use & np.isfinite(data)
         if (data[use] < 0).any():
             out.append(f"Poisson noise needs non-negative counts; {int((data[use] < 0).sum())} "
                        f"pixel(s) are negative (min {data[use].min():g})")
@@ -108,14 +112,12 @@ class Gaussian(NoiseModel):
         self._set_mask(mask)
         self.sigma = jnp.asarray(sigma, float)
 
-    def problems(self, data):
-        out = super().problems(data)
+    def _value_problems(self, data, use):
+        out = []
         try:
             s = np.broadcast_to(np.asarray(self.sigma), data.shape)
         except ValueError:
-            out.append(f"sigma shape {tuple(np.shape(self.sigma))} does not match data shape {data.shape}")
-            return out
-        use = self.use(data.shape)
+            return [f"sigma shape {tuple(np.shape(self.sigma))} does not match data shape {data.shape}"]
         bad = ~(np.isfinite(s) & (s > 0)) & use
         if bad.any():
             out.append(f"sigma must be finite and positive; {int(bad.sum())} pixel(s) are not")

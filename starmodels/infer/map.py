@@ -43,3 +43,25 @@ def find_map(model, data, key, starts: int = 4, steps: int = 500, lr: float = 0.
     u = jnp.where(jnp.isfinite(u), u, jnp.inf)
     best = int(jnp.argmin(u))
     return jax.tree_util.tree_map(lambda a: a[best], z), float(u[best]), info
+
+
+def laplace_inverse_mass(potential_fn, z: dict, dense: bool = True, floor: float = 1e-8):
+    """Inverse Hessian of the potential at ``z``, keyed as numpyro's structured mass matrix.
+
+    Sites are ordered by sorted name, as numpyro ravels them. Non-positive
+    curvature (a saddle or an unconverged MAP) is floored at ``floor`` so the
+    result is always a valid covariance. Returns ``{tuple(names): matrix}`` (or
+    its diagonal when ``dense`` is False).
+    """
+    from jax.flatten_util import ravel_pytree
+
+    names = tuple(sorted(z))
+    flat, unravel = ravel_pytree(tuple(z[k] for k in names))
+    u = lambda x: potential_fn(dict(zip(names, unravel(x), strict=True)))
+    hess = jax.hessian(u)(flat)
+    hess = 0.5 * (hess + hess.T)
+    evals, evecs = jnp.linalg.eigh(hess)
+    if not bool(jnp.all(jnp.isfinite(evals))):
+        return None
+    cov = (evecs / jnp.maximum(evals, floor)) @ evecs.T
+    return {names: cov if dense else jnp.diag(cov)}

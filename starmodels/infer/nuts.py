@@ -10,7 +10,7 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from starmodels.infer.devices import choose_chain_method, device_count
-from starmodels.infer.map import find_map
+from starmodels.infer.map import find_map, laplace_inverse_mass
 from starmodels.infer.timing import stopwatch
 
 log = logging.getLogger("starmodels")
@@ -21,15 +21,22 @@ MAP_STARTS, MAP_STEPS = 4, 400
 INIT_JITTER = 0.1  # sd of the per-chain offset from the MAP point, in latent (O(1)) units
 
 
-def _init_params(model, data, key, chains, init):
-    """Per-chain unconstrained starting points, and the gradient evaluations spent finding them."""
+def _init_params(model, data, key, chains, init, dense_mass):
+    """Per-chain unconstrained starting points, an initial inverse mass matrix, and the
+    gradient evaluations spent finding them.
+
+    ``init="map"``: chains start jittered around the MAP point and the mass
+    matrix starts at the inverse Hessian there (a Laplace approximation), so
+    warmup begins already adapted. ``init="prior"``: numpyro's defaults.
+    """
     if init == "prior":
-        return None, 0
+        return None, None, 0
     if init != "map":
         raise ValueError(f"init must be 'map' or 'prior', got {init!r}")
     k_map, k_jit = jax.random.split(key)
-    z, u, _ = find_map(model, data, k_map, starts=MAP_STARTS, steps=MAP_STEPS)
+    z, u, info = find_map(model, data, k_map, starts=MAP_STARTS, steps=MAP_STEPS)
     log.info("MAP start: log joint %.2f", -u)
+    inv_mass = laplace_inverse_mass(info.potential_fn, z, dense=dense_mass)
     leaves, tree = jax.tree_util.tree_flatten(z)
     keys = jax.random.split(k_jit, len(leaves))
     jittered = [
@@ -39,7 +46,7 @@ def _init_params(model, data, key, chains, init):
     init = jax.tree_util.tree_unflatten(tree, jittered)
     if chains == 1:
         init = jax.tree_util.tree_map(lambda a: a[0], init)
-    return init, MAP_STARTS * MAP_STEPS
+    return init, inv_mass, MAP_STARTS * MAP_STEPS
 
 
 def _devices_used(state) -> int:
@@ -64,11 +71,11 @@ def run_nuts(model, data, *, chains: int, warmup: int, samples: int, seed: int,
     data = jnp.asarray(data)
 
     with stopwatch() as t_init:
-        init_params, map_grads = _init_params(model, data, k_init, chains, init)
+        init_params, inv_mass, map_grads = _init_params(model, data, k_init, chains, init, dense_mass)
         jax.block_until_ready(init_params)
 
     kernel = NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept,
-                  max_tree_depth=max_tree_depth)
+                  max_tree_depth=max_tree_depth, inverse_mass_matrix=inv_mass)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
                 chain_method=method, progress_bar=progress)
     if mcmc.chain_method != method:  # numpyro may downgrade; we never accept that silently

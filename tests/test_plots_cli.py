@@ -1,0 +1,41 @@
+"""Corner plots, residual panels and the ``starmodels`` command."""
+
+import numpy as np
+import pandas as pd
+
+from starmodels.cli import main
+from starmodels.plots import corner, residuals
+from starmodels.results import Posterior
+
+
+def test_corner_overlays_posteriors_with_truth(small_fit, tmp_path):
+    fig = corner({"run A": small_fit, "run B": small_fit}, path=tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    legend += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert {"run A", "run B"} <= set(legend)
+
+
+def test_residual_panel(small, small_fit, tmp_path):
+    model, data = small
+    fig = residuals(model, data, small_fit.mean(), path=tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 5_000
+    assert "chi2/pixel" in fig._suptitle.get_text()
+
+
+def test_cli_list(capsys):
+    assert main(["list"]) == 0
+    assert "binary_star" in capsys.readouterr().out
+
+
+def test_cli_fit_writes_summary_posterior_and_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", "binary_star", "--out", str(out), "--warmup", "40", "--samples", "40",
+                 "--no-progress", "--seed", "2"]) == 0
+    assert {p.name for p in out.iterdir()} == {"summary.csv", "posterior.nc", "corner.png",
+                                               "residuals.png"}
+    table = pd.read_csv(out / "summary.csv", index_col=0)
+    assert len(table) == 13 and "optics.zernike[4]" in table.index
+    post = Posterior.from_netcdf(out / "posterior.nc")
+    assert post.meta["seed"] == 2 and np.isfinite(post.draws()["optics.zernike"]).all()
+    assert "r_hat" in capsys.readouterr().out
