@@ -60,12 +60,12 @@ def test_same_seed_same_numbers(small):
 def test_x64_and_pointwise_log_likelihood(small):
     model, data = small
     post = sm.fit(model, data, chains=1, warmup=30, samples=20, seed=1, progress=False, x64=True,
-                  log_likelihood=True)
+                  log_likelihood=True, init="prior")
     assert post.draws()["source.x"].dtype == np.float64
     ll = post.idata.log_likelihood["obs"]
     assert ll.shape == (1, 20) + model.shape and np.isfinite(ll.values).all()
     assert "log_likelihood" not in sm.fit(model, data, chains=1, warmup=5, samples=5, seed=1,
-                                          progress=False).idata.groups()
+                                          progress=False, init="prior").idata.groups()
 
 
 def test_fit_rejects_bad_data_and_options_before_sampling(small):
@@ -94,7 +94,7 @@ def test_binary_star_recovers_all_13_parameters(binary):
     assert post.divergences == 0
     check = post.check_truth(truth, prob=0.997)
     assert check["inside"].all(), check
-    prior = Predictive(binary.model, num_samples=4000)(jax.random.PRNGKey(0))
+    prior = Predictive(binary.model.sample_params, num_samples=4000)(jax.random.PRNGKey(0))
     for name, sd in table["sd"].items():
         base, _, idx = name.partition("[")
         draws = np.asarray(prior[base])

@@ -11,8 +11,9 @@ from starmodels.results import Posterior
 def test_corner_overlays_posteriors_with_truth(small_fit, tmp_path):
     fig = corner({"run A": small_fit, "run B": small_fit}, path=tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 10_000
-    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
-    legend += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    legend = [t.get_text().strip() for ax in fig.axes if ax.get_legend()
+              for t in ax.get_legend().get_texts()]
+    legend += [t.get_text().strip() for leg in fig.legends for t in leg.get_texts()]
     assert {"run A", "run B"} <= set(legend)
 
 

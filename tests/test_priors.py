@@ -21,7 +21,7 @@ def test_location_scale_priors_sample_standard_latents(binary):
 
 
 def test_prior_predictive_has_the_prior_in_physical_units(binary):
-    draws = Predictive(binary.model, num_samples=4000)(jax.random.PRNGKey(1))
+    draws = Predictive(binary.model.sample_params, num_samples=4000)(jax.random.PRNGKey(1))
     sep = np.asarray(draws["source.separation"])
     assert np.allclose(np.log(sep).mean(), -2.1, atol=0.03)
     assert np.allclose(np.log(sep).std(), 0.3, atol=0.03)
@@ -32,7 +32,7 @@ def test_prior_predictive_has_the_prior_in_physical_units(binary):
 def test_override_prior_by_site_name(binary):
     model = binary.model.with_priors({"source.position_angle": dist.Normal(45.0, 0.5),
                                       "source.contrast": {"dist": "Uniform", "low": 1, "high": 2}})
-    draws = Predictive(model, num_samples=2000)(jax.random.PRNGKey(2))
+    draws = Predictive(model.sample_params, num_samples=2000)(jax.random.PRNGKey(2))
     pa, c = np.asarray(draws["source.position_angle"]), np.asarray(draws["source.contrast"])
     assert abs(pa.mean() - 45.0) < 0.1 and abs(pa.std() - 0.5) < 0.05
     assert 1 <= c.min() and c.max() <= 2

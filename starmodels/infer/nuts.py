@@ -10,48 +10,56 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from starmodels.infer.devices import choose_chain_method, device_count
-from starmodels.infer.map import find_map, laplace_inverse_mass
+from starmodels.infer.map import find_map, laplace
 from starmodels.infer.timing import stopwatch
 
 log = logging.getLogger("starmodels")
 
 _EXTRA = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy",
           "adapt_state.step_size")
-MAP_STARTS, MAP_STEPS = 4, 400
-INIT_JITTER = 0.1  # sd of the per-chain offset from the MAP point, in latent (O(1)) units
+MAP_STARTS, MAP_STEPS = 16, 500
+INIT_SPREAD = 2.0  # chains start at draws from the Laplace approximation widened this much
 
 
 def _init_params(model, data, key, chains, init, dense_mass):
-    """Per-chain unconstrained starting points, an initial inverse mass matrix, and the
-    gradient evaluations spent finding them.
+    """Per-chain unconstrained starting points, an initial inverse mass matrix, and a
+    record of the initialisation (gradient evaluations, MAP diagnostics).
 
-    ``init="map"``: chains start jittered around the MAP point and the mass
-    matrix starts at the inverse Hessian there (a Laplace approximation), so
-    warmup begins already adapted. ``init="prior"``: numpyro's defaults.
+    ``init="map"``: a vectorised multi-start MAP search, then each chain starts
+    at a draw from the Laplace approximation there (widened by
+    ``INIT_SPREAD``) and the mass matrix starts at its covariance, so warmup
+    begins nearly adapted. ``init="prior"``: numpyro's defaults.
     """
     if init == "prior":
-        return None, None, 0
+        return None, None, {"gradient_evals": 0}
     if init != "map":
         raise ValueError(f"init must be 'map' or 'prior', got {init!r}")
-    k_map, k_jit = jax.random.split(key)
-    z, u, info = find_map(model, data, k_map, starts=MAP_STARTS, steps=MAP_STEPS)
-    log.info("MAP start: log joint %.2f", -u)
-    inv_mass = laplace_inverse_mass(info.potential_fn, z, dense=dense_mass)
-    leaves, tree = jax.tree_util.tree_flatten(z)
-    keys = jax.random.split(k_jit, len(leaves))
-    jittered = [
-        leaf[None] + INIT_JITTER * jax.random.normal(k, (chains,) + jnp.shape(leaf))
-        for leaf, k in zip(leaves, keys, strict=True)
-    ]
-    init = jax.tree_util.tree_unflatten(tree, jittered)
+    k_map, k_init = jax.random.split(key)
+    res = find_map(model, data, k_map, starts=MAP_STARTS, steps=MAP_STEPS)
+    log.info("MAP: log joint %.2f, reached by %d of %d starts", -res.potential, res.n_best, MAP_STARTS)
+    record = {"gradient_evals": res.gradient_evals, "map_log_joint": -res.potential,
+              "map_starts": MAP_STARTS, "map_starts_at_best": res.n_best}
+    lap = laplace(res.potential_fn, res.z)
+    if lap is None:
+        log.warning("Hessian at the MAP is not finite; chains start at the MAP, identity mass matrix")
+        init = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (chains,) + jnp.shape(a)), res.z)
+        inv_mass = None
+    else:
+        names, mean, cov, unravel = lap
+        chol = jnp.linalg.cholesky(cov + 1e-12 * jnp.eye(len(mean)))
+        eps = jax.random.normal(k_init, (chains, len(mean)))
+        flat = mean + INIT_SPREAD * eps @ chol.T
+        init = jax.vmap(lambda x: dict(zip(names, unravel(x), strict=True)))(flat)
+        inv_mass = {names: cov if dense_mass else jnp.diag(cov)}
     if chains == 1:
         init = jax.tree_util.tree_map(lambda a: a[0], init)
-    return init, inv_mass, MAP_STARTS * MAP_STEPS
+    return init, inv_mass, record
 
 
 def _devices_used(state) -> int:
+    """How many devices hold the final chain states (2 after a pmap over 2 devices)."""
     leaf = jax.tree_util.tree_leaves(state)[0]
-    return len(getattr(leaf, "sharding", None).device_set) if hasattr(leaf, "sharding") else 1
+    return len(leaf.sharding.device_set) if hasattr(leaf, "sharding") else 1
 
 
 def run_nuts(model, data, *, chains: int, warmup: int, samples: int, seed: int,
@@ -71,7 +79,8 @@ def run_nuts(model, data, *, chains: int, warmup: int, samples: int, seed: int,
     data = jnp.asarray(data)
 
     with stopwatch() as t_init:
-        init_params, inv_mass, map_grads = _init_params(model, data, k_init, chains, init, dense_mass)
+        init_params, inv_mass, init_record = _init_params(model, data, k_init, chains, init,
+                                                          dense_mass)
         jax.block_until_ready(init_params)
 
     kernel = NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept,
@@ -110,8 +119,9 @@ def run_nuts(model, data, *, chains: int, warmup: int, samples: int, seed: int,
         "dense_mass": dense_mass, "init": init, "target_accept": target_accept,
         "compile_seconds": t_init.compile + t_warm.compile + t_samp.compile,
         "init_seconds": t_init.run, "warmup_seconds": t_warm.run, "sampling_seconds": t_samp.run,
-        "gradient_evals": map_grads + int(warm_steps.sum()) + sample_grads,
+        "gradient_evals": init_record.pop("gradient_evals") + int(warm_steps.sum()) + sample_grads,
         "gradient_evals_sampling": sample_grads,
         "divergences": int(stats["diverging"].sum()),
+        **init_record,
     }
     return draws, stats, meta
