@@ -18,7 +18,7 @@ def _fit(args) -> int:
     from starmodels.plots import corner, residuals
 
     entry = sm.zoo.load(args.model)
-    opts = dict(entry.fit_defaults)
+    opts = dict(entry.fit_defaults) if args.method == "nuts" else {"guide": args.guide}
     for key in ("chains", "warmup", "samples"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
@@ -35,11 +35,15 @@ def _fit(args) -> int:
     residuals(entry.model, data, post.mean(), path=out / "residuals.png")
     check = post.check_truth(truth)
     m = post.meta
-    print(f"\n{entry.name}: {m['chains']} chains ({m['chain_method']} on {m['devices_used']} devices), "
-          f"{m['warmup']} warmup + {m['samples']} draws each")
+    if args.method == "nuts":
+        print(f"\n{entry.name}: {m['chains']} chains ({m['chain_method']} on {m['devices_used']} "
+              f"devices), {m['warmup']} warmup + {m['samples']} draws each")
+    else:
+        print(f"\n{entry.name}: SVI {m['guide']}, {m['restarts']} restarts ({m['restart_method']}), "
+              f"{m['steps_run']} steps")
     print(f"time: {m['wall_seconds']:.1f} s wall, {m['compile_seconds']:.1f} s compiling, "
-          f"{m['sampling_seconds']:.1f} s sampling; {m['gradient_evals']} gradient evaluations; "
-          f"{post.divergences} divergences")
+          f"{m['sampling_seconds']:.1f} s sampling; {m['gradient_evals']} gradient evaluations")
+    print("diagnostics:", post.diagnostics())
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"\ntruth inside the 94% interval for {int(check['inside'].sum())}/{len(check)} parameters; "
           f"max |z| = {check['z'].abs().max():.2f}")
@@ -62,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the zoo models").set_defaults(func=_list)
     f = sub.add_parser("fit", help="fit a zoo model to its built-in simulated data")
     f.add_argument("model", help="zoo model name (see `starmodels list`)")
-    f.add_argument("--method", default="nuts", choices=["nuts"])
+    f.add_argument("--method", default="nuts", choices=["nuts", "svi"])
+    f.add_argument("--guide", default="meanfield", help="SVI guide (map, laplace, meanfield, "
+                   "fullrank, lowrank, iaf, bnaf)")
     f.add_argument("--out", default="out", help="output folder (default: out)")
     f.add_argument("--seed", type=int, default=0, help="seed for the data and the sampler")
     f.add_argument("--chains", type=int)
     f.add_argument("--warmup", type=int)
-    f.add_argument("--samples", type=int)
+    f.add_argument("--samples", type=int, help="draws per chain (NUTS) or from the guide (SVI)")
     f.add_argument("--x64", action="store_true", help="double precision")
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=_fit)

@@ -72,3 +72,26 @@ def warn_on_problems(summary: pd.DataFrame, divergences: int, draws: int) -> lis
     for m in msgs:
         log.warning(m)
     return msgs
+
+
+KHAT_GOOD, KHAT_BAD = 0.5, 0.7
+
+
+def psis_khat(log_weights: np.ndarray) -> float:
+    """Pareto k-hat of importance weights p/q (Yao et al. 2018): < 0.5 good, > 0.7 unreliable."""
+    import arviz as az
+
+    lw = np.asarray(log_weights, float)
+    if not np.isfinite(lw).any():
+        return float("inf")
+    lw = np.where(np.isfinite(lw), lw, -np.inf)
+    _, khat = az.psislw(lw)
+    return float(np.asarray(khat))
+
+
+def khat_message(khat: float | None) -> str | None:
+    """A warning for VI results whose guide should not be trusted, else None."""
+    if khat is None or khat <= KHAT_BAD:
+        return None
+    return (f"PSIS k-hat = {khat:.2f} > {KHAT_BAD}: the variational approximation is unreliable "
+            "for this posterior (try a richer guide or NUTS)")

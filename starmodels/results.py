@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +12,10 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from starmodels.diagnostics import flat_items, flat_truth, truth_table, warn_on_problems
+from starmodels.diagnostics import flat_items, flat_truth, khat_message, truth_table, warn_on_problems
 
 _META_KEY = "starmodels_meta"
+log = logging.getLogger("starmodels")
 
 
 def _json_default(o):
@@ -86,13 +88,37 @@ class Posterior:
         return int(ss["diverging"].values.sum())
 
     # -- reporting --------------------------------------------------------
+    @property
+    def is_mcmc(self) -> bool:
+        return self.method == "nuts"
+
     def summary(self, hdi_prob: float = 0.94, warn: bool = True) -> pd.DataFrame:
-        """Mean, sd, HDI, MCSE, ess_bulk, ess_tail and r_hat per scalar parameter."""
-        table = az.summary(self.idata, hdi_prob=hdi_prob, kind="all")
+        """Per scalar parameter: mean, sd, HDI; for MCMC also MCSE, ess_bulk, ess_tail, r_hat.
+
+        VI draws are independent draws from the guide, so R-hat and ESS would
+        mean nothing there; VI is judged by PSIS k-hat (:meth:`diagnostics`).
+        """
+        table = az.summary(self.idata, hdi_prob=hdi_prob, kind="all" if self.is_mcmc else "stats")
         if warn:
-            n = self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
-            warn_on_problems(table, self.divergences, n)
+            if self.is_mcmc:
+                n = self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
+                warn_on_problems(table, self.divergences, n)
+            elif (msg := khat_message(self.meta.get("khat"))) is not None:
+                log.warning(msg)
         return table
+
+    def diagnostics(self) -> dict:
+        """Method-appropriate checks: divergences and worst r_hat/ESS for MCMC; k-hat and ELBO for VI."""
+        if self.is_mcmc:
+            table = self.summary(warn=False)
+            return {"divergences": self.divergences, "max_r_hat": float(table["r_hat"].max()),
+                    "min_ess_bulk": float(table["ess_bulk"].min()),
+                    "min_ess_tail": float(table["ess_tail"].min())}
+        k = self.meta.get("khat")
+        verdict = ("n/a (point estimate)" if k is None else "good" if k < 0.5
+                   else "ok" if k <= 0.7 else "unreliable")
+        return {"khat": k, "khat_verdict": verdict, "final_elbo": self.meta.get("final_elbo"),
+                "converged": self.meta.get("converged")}
 
     def check_truth(self, truth: Mapping, prob: float = 0.94) -> pd.DataFrame:
         """Compare with known true values: z-score and whether truth is inside the interval."""

@@ -15,7 +15,7 @@ from starmodels.results import Posterior, build_idata
 
 log = logging.getLogger("starmodels")
 
-METHODS = ("nuts",)
+METHODS = ("nuts", "svi")
 _PACKAGES = ("jax", "numpyro", "dLux", "arviz", "chainconsumer", "equinox", "starmodels")
 
 
@@ -49,24 +49,37 @@ def fit(model, data, method: str = "nuts", *, chains: int | None = None, warmup:
         progress: bool = True, truth: dict | None = None, **options) -> Posterior:
     """Fit ``model`` (a :class:`~starmodels.forward.ForwardModel`) to ``data`` (counts per pixel).
 
-    method: ``"nuts"``. chains defaults to the number of host devices.
+    method ``"nuts"``: ``chains`` (default: one per host device), ``warmup`` and
+    ``samples`` per chain; options ``dense_mass``, ``init``, ``target_accept``,
+    ``max_tree_depth``, ``chain_method``.
+    method ``"svi"``: ``samples`` draws from the fitted guide; options ``guide``
+    (see ``starmodels.infer.svi.GUIDES``), ``steps``, ``lr``, ``restarts``
+    (default: one per host device), ``num_particles``, ``init``, ``warm_start``.
     x64 runs in double precision (bright sources). log_likelihood adds the
     per-pixel log-likelihood group. truth (optional) is stored for plots and
-    checks. Other options go to the runner (``dense_mass``, ``init``,
-    ``target_accept``, ``max_tree_depth``, ``chain_method``).
+    checks.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     from starmodels.infer.devices import device_count
-    from starmodels.infer.nuts import run_nuts
 
     clean = model.check_data(data)
-    chains = chains or device_count()
     ctx = jax.enable_x64(True) if x64 else contextlib.nullcontext()
     t0 = time.perf_counter()
     with ctx:
-        draws, stats, meta = run_nuts(model, clean, chains=chains, warmup=warmup, samples=samples,
-                                      seed=seed, progress=progress, **options)
+        if method == "nuts":
+            from starmodels.infer.nuts import run_nuts
+
+            draws, stats, meta = run_nuts(model, clean, chains=chains or device_count(),
+                                          warmup=warmup, samples=samples, seed=seed,
+                                          progress=progress, **options)
+        else:
+            from starmodels.infer.svi import run_svi
+
+            options.setdefault("restarts", device_count())
+            draws, meta = run_svi(model, jax.numpy.asarray(clean), draws=samples, seed=seed,
+                                  progress=progress, **options)
+            stats = None
         ll = pointwise_log_likelihood(model, clean, draws) if log_likelihood else None
     meta.update(model=model.name, x64=x64, wall_seconds=time.perf_counter() - t0,
                 labels=model.labels(), versions=versions())
@@ -74,7 +87,7 @@ def fit(model, data, method: str = "nuts", *, chains: int | None = None, warmup:
         meta["truth"] = {k: np.asarray(v).tolist() for k, v in truth.items()}
     idata = build_idata(draws, model.labels(), stats, observed=np.asarray(data), log_likelihood=ll)
     post = Posterior(idata=idata, meta=meta)
-    log.info("%s: %d chains x %d draws in %.1f s (%.1f s compiling), %d divergences",
-             model.name, chains, samples, meta["wall_seconds"], meta["compile_seconds"],
-             post.divergences)
+    log.info("%s: %s, %d draws in %.1f s (%.1f s compiling)", model.name, method,
+             idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"], meta["wall_seconds"],
+             meta["compile_seconds"])
     return post
