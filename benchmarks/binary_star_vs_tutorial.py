@@ -28,10 +28,12 @@ starmodels at the truth. Results go to JSON and Markdown next to ``--out``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -68,6 +70,17 @@ TUTORIAL_NAMES = {
 }
 PATHS = ["source.position", "source.separation", "source.position_angle", "source.mean_flux",
          "source.contrast", "optics.aperture.coefficients"]
+
+
+def library_state() -> dict:
+    """Git commit of the checkout and a hash of starmodels' and the zoo's files as they are now."""
+    root = Path(sm.__file__).resolve().parent.parent
+    files = sorted([*root.joinpath("starmodels").rglob("*.py"), *root.joinpath("models").rglob("*.toml")])
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+    git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True).stdout
+    return {"git_commit": git("rev-parse", "HEAD").strip(),
+            "dirty": bool(git("status", "--porcelain", "--", "starmodels", "models").strip()),
+            "source_sha256_16": digest}
 
 
 # -- (a) the tutorial's program style ---------------------------------------------------------
@@ -116,6 +129,7 @@ def tutorial_program(data, telescope):
 
 
 def run_tutorial(telescope, data, labels, warmup: int, samples: int, seed: int) -> dict:
+    """NUTS with numpyro's defaults on the tutorial program, 2 chains in parallel, timed."""
     assert jax.local_device_count() >= CHAINS, f"need {CHAINS} JAX devices for parallel chains"
     mcmc = MCMC(NUTS(tutorial_program), num_warmup=warmup, num_samples=samples, num_chains=CHAINS,
                 chain_method="parallel", progress_bar=False)
@@ -123,7 +137,8 @@ def run_tutorial(telescope, data, labels, warmup: int, samples: int, seed: int) 
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
     with stopwatch() as t_warm:
         mcmc.warmup(key, data, telescope, extra_fields=("num_steps",), collect_warmup=True)
-        warm_steps = np.asarray(jax.block_until_ready(mcmc.get_extra_fields()["num_steps"]))
+        warm_steps = np.asarray(jax.block_until_ready(
+            mcmc.get_extra_fields(group_by_chain=True)["num_steps"])).sum(axis=1)
     with stopwatch() as t_samp:
         mcmc.run(mcmc.post_warmup_state.rng_key, data, telescope,
                  extra_fields=("num_steps", "diverging"))
@@ -136,12 +151,14 @@ def run_tutorial(telescope, data, labels, warmup: int, samples: int, seed: int) 
             flat[sm_name] = arr
         else:
             flat.update({f"{sm_name}[{lab}]": arr[..., i] for i, lab in enumerate(labels[sm_name])})
-    sample_grads = int(np.sum(extra["num_steps"]))
+    per_chain = np.asarray(extra["num_steps"]).sum(axis=1)
     return {
         "flat": flat, "compile_seconds": t_warm.compile + t_samp.compile, "init_seconds": 0.0,
         "warmup_seconds": t_warm.run, "sampling_seconds": t_samp.run,
-        "wall_seconds": t_warm.wall + t_samp.wall, "gradient_evals_sampling": sample_grads,
-        "gradient_evals": int(warm_steps.sum()) + sample_grads,
+        "wall_seconds": t_warm.wall + t_samp.wall, "gradient_evals_sampling": int(per_chain.sum()),
+        "gradient_evals_sampling_per_chain": per_chain.tolist(),
+        "gradient_evals_warmup_per_chain": warm_steps.tolist(),
+        "gradient_evals": int(warm_steps.sum() + per_chain.sum()),
         "divergences": int(np.sum(extra["diverging"])), "warmup": warmup,
         "chain_method": mcmc.chain_method,
         "devices_used": len(jax.tree_util.tree_leaves(mcmc.last_state)[0].sharding.device_set),
@@ -150,6 +167,7 @@ def run_tutorial(telescope, data, labels, warmup: int, samples: int, seed: int) 
 
 # -- (b) starmodels ---------------------------------------------------------------------------
 def run_starmodels(model, data, fit_defaults: dict, warmup: int, samples: int, seed: int) -> dict:
+    """``sm.fit`` with the card's NUTS settings, 2 chains in parallel."""
     post = sm.fit(model, data, method="nuts", chains=CHAINS, warmup=warmup, samples=samples,
                   seed=seed, progress=False, chain_method="parallel",
                   dense_mass=fit_defaults.get("dense_mass", True), init=fit_defaults.get("init", "map"))
@@ -157,14 +175,17 @@ def run_starmodels(model, data, fit_defaults: dict, warmup: int, samples: int, s
     keys = ("compile_seconds", "init_seconds", "warmup_seconds", "sampling_seconds", "wall_seconds",
             "gradient_evals", "gradient_evals_sampling", "divergences", "warmup", "chain_method",
             "devices_used", "dense_mass", "init")
-    return {"flat": post.flat_draws(), **{k: m[k] for k in keys}}
+    per_chain = post.idata.sample_stats["n_steps"].values.sum(axis=1)
+    return {"flat": post.flat_draws(), "gradient_evals_sampling_per_chain": per_chain.tolist(),
+            **{k: m[k] for k in keys}, **{k: v for k, v in m.items() if k.startswith("map_")}}
 
 
 # -- analysis ---------------------------------------------------------------------------------
 def analyse(run: dict, truth: dict[str, float], samples: int, loglik: list[float]) -> dict:
     """Add ESS, r_hat and truth coverage (94% HDI) on the 13 physical parameters."""
     flat = run.pop("flat")
-    table = az.summary(az.from_dict(posterior=flat), hdi_prob=0.94, kind="all")
+    table = az.summary(az.from_dict(posterior=flat), hdi_prob=0.94, kind="all",
+                       round_to="none")
     inside = {k: bool(table.loc[k, "hdi_3%"] <= t <= table.loc[k, "hdi_97%"]) for k, t in truth.items()}
     min_ess = float(table["ess_bulk"].min())
     run_seconds = run["init_seconds"] + run["warmup_seconds"] + run["sampling_seconds"]
@@ -175,7 +196,8 @@ def analyse(run: dict, truth: dict[str, float], samples: int, loglik: list[float
         ess_per_run_second=min_ess / run_seconds,
         ess_per_kgrad_sampling=1e3 * min_ess / run["gradient_evals_sampling"],
         ess_per_kgrad_total=1e3 * min_ess / run["gradient_evals"],
-        ms_per_grad_in_sampler=1e3 * run["sampling_seconds"] * CHAINS / run["gradient_evals_sampling"],
+        # chains run concurrently, so the busiest chain sets the sampling time
+        ms_per_grad_in_sampler=1e3 * run["sampling_seconds"] / max(run["gradient_evals_sampling_per_chain"]),
         truth_inside_94=int(sum(inside.values())), loglik_at_chain_means=loglik,
         params={k: {"truth": truth[k], "mean": float(table.loc[k, "mean"]),
                     "sd": float(table.loc[k, "sd"]), "hdi_3%": float(table.loc[k, "hdi_3%"]),
@@ -248,10 +270,11 @@ ROWS = [  # label, key, format
     ("gradient evals, total", "gradient_evals", "{:d}"),
     ("min ESS / 1000 grads, sampling", "ess_per_kgrad_sampling", "{:.2f}"),
     ("min ESS / 1000 grads, total", "ess_per_kgrad_total", "{:.2f}"),
-    ("ms / gradient in sampler (per chain)", "ms_per_grad_in_sampler", "{:.2f}"),
+    ("ms / gradient in sampler (busiest chain)", "ms_per_grad_in_sampler", "{:.2f}"),
     ("max r_hat", "max_r_hat", "{:.3f}"),
     ("divergences", "divergences", "{:d}"),
     ("truth in 94% HDI (of 13)", "truth_inside_94", "{:d}"),
+    ("machine load (1-min average) before, after", "load_1min_before_after", "{0[0]:.1f}, {0[1]:.1f}"),
 ]
 
 
@@ -281,6 +304,9 @@ def write_markdown(path: Path, res: dict) -> None:
         f"Machine: {res['machine']['cpu_count']} CPU cores, {res['machine']['jax_devices']} JAX host "
         f"devices; {CHAINS} chains in parallel. Versions: "
         + ", ".join(f"{k} {v[k]}" for k in PACKAGES) + ".", "",
+        "starmodels source: commit {git_commit}, uncommitted changes: {dirty}, file hash {source_sha256_16}, "
+        "changed during the run: {changed_during_run}.".format(**res["starmodels_source"]),
+        "",
         f"Render check: max |bare dLux - starmodels| / peak at the truth = "
         f"{res['render_check']['max_abs_diff_over_peak']:.2e}.", "",
         *table_lines(res), "",
@@ -309,6 +335,7 @@ def main(argv=None) -> dict:
                        else DEFAULT_OUT)
 
     load_start = list(os.getloadavg())  # other work on the machine skews every timing
+    lib_start = library_state()
     z = sm.zoo.load("binary_star")
     warmup = args.warmup or z.fit_defaults["warmup"]
     model = z.model.with_noise(Poisson())
@@ -332,9 +359,12 @@ def main(argv=None) -> dict:
     assert diff < 1e-4, "the bare dLux telescope does not reproduce starmodels' render"
 
     print(f"(a) tutorial program: {CHAINS} chains x ({args.tutorial_warmup} warmup + {args.samples})")
+    load0 = os.getloadavg()[0]
     a = run_tutorial(telescope, jnp.asarray(data), labels, args.tutorial_warmup, args.samples, args.seed)
+    load1 = os.getloadavg()[0]
     print(f"(b) starmodels binary_star: {CHAINS} chains x ({warmup} warmup + {args.samples})")
     b = run_starmodels(model, data, z.fit_defaults, warmup, args.samples, args.seed)
+    a["load_1min_before_after"], b["load_1min_before_after"] = [load0, load1], [load1, os.getloadavg()[0]]
     print("gradient cost ...")
     grads = gradient_costs(model, telescope, data, truth_params, args.grad_reps)
 
@@ -348,6 +378,7 @@ def main(argv=None) -> dict:
         "data": {"seed": args.seed, "total_counts": float(data.sum()), "peak_counts": float(data.max()),
                  "shape": list(data.shape), "loglik_at_truth": loglik(truth_params)},
         "render_check": {"max_abs_diff_over_peak": diff},
+        "starmodels_source": {**lib_start, "changed_during_run": lib_start != library_state()},
         "tutorial": analyse(a, truth, args.samples, chain_loglik(a["flat"])),
         "starmodels": analyse(b, truth, args.samples, chain_loglik(b["flat"])),
         "gradient_cost": grads,

@@ -59,8 +59,9 @@ def find_map(model, data, key, starts: int = 16, steps: int = 500, lr: float = 0
         raise RuntimeError("MAP search failed: the log joint is not finite at any start")
     n_best = int(jnp.sum(u <= u[best] + SAME_OPTIMUM))
     if n_best == 1 and starts > 1:
-        log.warning("only 1 of %d MAP starts reached the best optimum found; the posterior may be "
-                    "multimodal and a better optimum may exist", starts)
+        log.warning("only 1 of %d MAP starts ended within %g of the best log joint: the search may "
+                    "not have converged, or the posterior is multimodal and a better optimum may "
+                    "exist; check r_hat and the residuals", starts, SAME_OPTIMUM)
     return MapResult(jax.tree_util.tree_map(lambda a: a[best], z), float(u[best]), n_best, u,
                      potential, starts * steps)
 
