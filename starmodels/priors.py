@@ -81,13 +81,3 @@ def sample_param(name: str, prior: dist.Distribution):
     z = numpyro.sample(name + BASE_SUFFIX, base.to_event(ndim) if ndim else base)
     return numpyro.deterministic(name, to_physical(z))
 
-
-def describe(prior: dist.Distribution) -> str:
-    """Short human-readable form, e.g. ``Normal(loc=0, scale=0.02)``."""
-    names = _FAMILIES.get(type(prior).__name__, (None, ()))[1]
-    if type(prior) is dist.LogNormal:
-        vals = {"loc": prior.base_dist.loc, "scale": prior.base_dist.scale}
-    else:
-        vals = {a: getattr(prior, a) for a in names if hasattr(prior, a)}
-    body = ", ".join(f"{k}={jnp.round(jnp.asarray(v), 6).tolist()}" for k, v in vals.items())
-    return f"{type(prior).__name__}({body})"

@@ -12,7 +12,15 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from starmodels.diagnostics import flat_items, flat_truth, khat_message, truth_table, warn_on_problems
+from starmodels.diagnostics import (
+    KHAT_BAD,
+    KHAT_GOOD,
+    flat_items,
+    flat_truth,
+    khat_message,
+    truth_table,
+    warn_on_problems,
+)
 
 _META_KEY = "starmodels_meta"
 log = logging.getLogger("starmodels")
@@ -115,8 +123,8 @@ class Posterior:
                     "min_ess_bulk": float(table["ess_bulk"].min()),
                     "min_ess_tail": float(table["ess_tail"].min())}
         k = self.meta.get("khat")
-        verdict = ("n/a (point estimate)" if k is None else "good" if k < 0.5
-                   else "ok" if k <= 0.7 else "unreliable")
+        verdict = ("n/a (point estimate)" if k is None else "good" if k < KHAT_GOOD
+                   else "ok" if k <= KHAT_BAD else "unreliable")
         return {"khat": k, "khat_verdict": verdict, "final_elbo": self.meta.get("final_elbo"),
                 "converged": self.meta.get("converged")}
 

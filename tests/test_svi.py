@@ -27,6 +27,8 @@ def test_each_guide_runs_and_lands_near_the_truth(small, guide):
 
 def test_restarts_run_in_parallel_and_the_best_elbo_is_kept(small):
     model, data = small
+    with pytest.raises(ValueError, match="restarts"):
+        sm.fit(model, data, method="svi", chains=2)
     post = sm.fit(model, data, method="svi", guide="meanfield", steps=300, chunk=100, samples=100,
                   restarts=2, seed=1, progress=False, init="prior")
     m = post.meta

@@ -61,6 +61,8 @@ def fit(model, data, method: str = "nuts", *, chains: int | None = None, warmup:
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "svi" and chains is not None:
+        raise ValueError("chains applies to NUTS; SVI runs independent fits with restarts=")
     from starmodels.infer.devices import device_count
 
     clean = model.check_data(data)
