@@ -106,7 +106,8 @@ class Posterior:
         VI draws are independent draws from the guide, so R-hat and ESS would
         mean nothing there; VI is judged by PSIS k-hat (:meth:`diagnostics`).
         """
-        table = az.summary(self.idata, hdi_prob=hdi_prob, kind="all" if self.is_mcmc else "stats")
+        table = az.summary(self.idata, hdi_prob=hdi_prob, kind="all" if self.is_mcmc else "stats",
+                           round_to="none")  # unrounded: r_hat 1.0118 must not read as 1.01
         if warn:
             if self.is_mcmc:
                 n = self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]

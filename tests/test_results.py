@@ -43,3 +43,17 @@ def test_problems_are_warned_about(caplog):
     assert any("3 divergent" in m for m in msgs)
     assert any("r_hat" in m and "'b'" in m for m in msgs)
     assert any("ess_bulk" in m for m in msgs)
+
+
+def test_summary_warns_on_r_hat_that_rounds_to_1_01(caplog):
+    """Checks use unrounded r_hat: two chains offset by a little must still be flagged."""
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 1000))
+    x[1] += 0.22
+    post = Posterior(idata=az.from_dict(posterior={"a": x}), meta={"method": "nuts"})
+    table = post.summary()
+    r = float(table.loc["a", "r_hat"])
+    assert 1.01 < r < 1.03, r
+    assert "r_hat > 1.01" in caplog.text
