@@ -11,9 +11,12 @@ configure_host_devices()
 from starmodels import zoo  # noqa: E402
 from starmodels.forward import DataError, ForwardModel  # noqa: E402
 from starmodels.infer import fit  # noqa: E402
+from starmodels.infer.amortized import Amortizer, train_amortized  # noqa: E402
+from starmodels.plate import ImagePlate  # noqa: E402
 from starmodels.results import Posterior  # noqa: E402
 
-__all__ = ["DataError", "ForwardModel", "Posterior", "fit", "zoo", "corner"]
+__all__ = ["Amortizer", "DataError", "ForwardModel", "ImagePlate", "Posterior", "corner", "fit",
+           "train_amortized", "zoo"]
 __version__ = "0.1.0"
 
 

@@ -20,7 +20,8 @@ class TelescopeOptics(Component):
     """A circular telescope (optional spiders) with Zernike wavefront error.
 
     Parameter ``zernike``: RMS wavefront error (nm) of each Zernike term, in
-    the order of ``noll`` (Noll indices). The PSF grid is ``psf_npixels``
+    the order of ``noll`` (Noll indices); ``noll=()`` with ``zernike=[]``
+    gives the unaberrated (Airy) telescope. The PSF grid is ``psf_npixels``
     pixels of ``pixel_scale`` arcsec, each split into ``oversample`` squared
     sub-pixels (the detector sums them back).
     """
@@ -63,11 +64,11 @@ class TelescopeOptics(Component):
         if spider_width > 0 and spider_angles:
             masks.append(dlu.spider(fine, spider_width, jnp.asarray(spider_angles, float)))
         transmission = dlu.combine(jnp.stack(masks), _APERTURE_OVERSAMPLE)
-        coords = dlu.pixel_coords(wf_npixels, diameter)
-        basis = dlu.zernike_basis(self.noll, coords, diameter)
-        layer = dl.layers.BasisOptic(
-            basis, transmission, jnp.zeros(len(self.noll)), normalise=True
-        )
+        if self.noll:
+            basis = dlu.zernike_basis(self.noll, dlu.pixel_coords(wf_npixels, diameter), diameter)
+            layer = dl.layers.BasisOptic(basis, transmission, jnp.zeros(len(self.noll)), normalise=True)
+        else:  # unaberrated: an Airy pattern (plus spider diffraction)
+            layer = dl.layers.TransmissiveLayer(transmission, normalise=True)
         self.system = dl.AngularOpticalSystem(
             wf_npixels, diameter, [("aperture", layer)], psf_npixels, pixel_scale, oversample
         )
@@ -102,7 +103,9 @@ class TelescopeOptics(Component):
 
     def psfs(self, p: dict, positions: jnp.ndarray) -> jnp.ndarray:
         """Unit-flux PSFs (n, N*os, N*os) at ``positions`` (n, 2) radians."""
-        coeffs = jnp.asarray(p["zernike"]) * 1e-9
-        system = eqx.tree_at(lambda s: s.layers["aperture"].coefficients, self.system, coeffs)
+        system = self.system
+        if self.noll:
+            coeffs = jnp.asarray(p["zernike"]) * 1e-9
+            system = eqx.tree_at(lambda s: s.layers["aperture"].coefficients, system, coeffs)
         one = lambda pos: system.propagate(self.wavelengths, pos, self.weights)  # noqa: E731
         return jax.vmap(one)(positions)

@@ -81,3 +81,11 @@ def sample_param(name: str, prior: dist.Distribution):
     z = numpyro.sample(name + BASE_SUFFIX, base.to_event(ndim) if ndim else base)
     return numpyro.deterministic(name, to_physical(z))
 
+
+
+def latent_site(name: str, prior: dist.Distribution):
+    """The sample site that carries parameter ``name`` and its support: ``(site, constraint)``."""
+    standard = _standard_form(prior)
+    if standard is None:
+        return name, prior.support
+    return name + BASE_SUFFIX, standard[0].support

@@ -46,11 +46,10 @@ def build_idata(draws: Mapping[str, np.ndarray], labels: Mapping[str, list],
             coords[f"{name}_dim"] = list(labels[name])
             dims[name] = [f"{name}_dim"]
     obs = {"obs": np.asarray(observed)} if observed is not None else None
-    if obs is not None:
-        dims["obs"] = ["y", "x"]
     ll = {"obs": np.asarray(log_likelihood)} if log_likelihood is not None else None
-    if ll is not None:
-        dims.setdefault("obs", ["y", "x"])
+    pixels = observed if observed is not None else None if ll is None else ll["obs"][0, 0]
+    if pixels is not None:
+        dims["obs"] = ["image", "y", "x"][3 - np.ndim(pixels):]
     return az.from_dict(posterior={k: np.asarray(v) for k, v in draws.items()},
                         sample_stats=dict(sample_stats) if sample_stats else None,
                         observed_data=obs, log_likelihood=ll, coords=coords, dims=dims)
@@ -108,6 +107,11 @@ class Posterior:
         """
         table = az.summary(self.idata, hdi_prob=hdi_prob, kind="all" if self.is_mcmc else "stats",
                            round_to="none")  # unrounded: r_hat 1.0118 must not read as 1.01
+        if self.method == "grid":  # quadrature moments, not Monte Carlo estimates
+            labels = self.meta.get("labels", {})
+            for col in ("mean", "sd"):
+                exact = flat_truth(self.meta["grid"][col], labels)
+                table[col] = [exact[k] for k in table.index]
         if warn:
             if self.is_mcmc:
                 n = self.idata.posterior.sizes["chain"] * self.idata.posterior.sizes["draw"]
@@ -123,6 +127,9 @@ class Posterior:
             return {"divergences": self.divergences, "max_r_hat": float(table["r_hat"].max()),
                     "min_ess_bulk": float(table["ess_bulk"].min()),
                     "min_ess_tail": float(table["ess_tail"].min())}
+        if self.method == "grid":
+            return {"edge_mass": self.meta["edge_mass"], "points_per_sd": self.meta["points_per_sd"],
+                    "blocks": self.meta["blocks"]}
         k = self.meta.get("khat")
         verdict = ("n/a (point estimate)" if k is None else "good" if k < KHAT_GOOD
                    else "ok" if k <= KHAT_BAD else "unreliable")

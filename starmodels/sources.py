@@ -28,6 +28,22 @@ class PointSource(Component):
         return pos, jnp.atleast_1d(10.0 ** p["log_flux"])
 
 
+class PointSourceFlux(Component):
+    """One unresolved star with a linear flux.
+
+    Parameters: ``x``, ``y`` (arcsec, offset from the image centre) and
+    ``flux`` (photons collected; a Normal prior on it is the usual
+    photometry set-up).
+    """
+
+    role = "source"
+    param_names = ("x", "y", "flux")
+
+    def positions_fluxes(self, p: dict):
+        pos = dlu.arcsec2rad(jnp.stack([p["x"], p["y"]]))[None, :]
+        return pos, jnp.atleast_1d(p["flux"])
+
+
 class BinaryStar(Component):
     """Two unresolved stars in dLux's binary parameterisation.
 

@@ -15,7 +15,7 @@ from starmodels.results import Posterior, build_idata
 
 log = logging.getLogger("starmodels")
 
-METHODS = ("nuts", "svi")
+METHODS = ("nuts", "svi", "grid")
 _PACKAGES = ("jax", "numpyro", "dLux", "arviz", "chainconsumer", "equinox", "starmodels")
 
 
@@ -55,14 +55,17 @@ def fit(model, data, method: str = "nuts", *, chains: int | None = None, warmup:
     method ``"svi"``: ``samples`` draws from the fitted guide; options ``guide``
     (see ``starmodels.infer.svi.GUIDES``), ``steps``, ``lr``, ``restarts``
     (default: one per host device), ``num_particles``, ``init``, ``warm_start``.
+    method ``"grid"``: the exact posterior of models with one or two free
+    parameters per independent block (see :mod:`starmodels.infer.grid`);
+    ``samples`` draws; options ``points``, ``refine``.
     x64 runs in double precision (bright sources). log_likelihood adds the
     per-pixel log-likelihood group. truth (optional) is stored for plots and
     checks.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "svi" and chains is not None:
-        raise ValueError("chains applies to NUTS; SVI runs independent fits with restarts=")
+    if method != "nuts" and chains is not None:
+        raise ValueError(f"chains applies to NUTS; {method} has none (SVI runs restarts= instead)")
     from starmodels.infer.devices import device_count
 
     clean = model.check_data(data)
@@ -75,6 +78,11 @@ def fit(model, data, method: str = "nuts", *, chains: int | None = None, warmup:
             draws, stats, meta = run_nuts(model, clean, chains=chains or device_count(),
                                           warmup=warmup, samples=samples, seed=seed,
                                           progress=progress, **options)
+        elif method == "grid":
+            from starmodels.infer.grid import run_grid
+
+            draws, meta = run_grid(model, clean, draws=samples, seed=seed, **options)
+            stats = None
         else:
             from starmodels.infer.svi import run_svi
 
