@@ -16,8 +16,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 import starmodels as sm
 from starmodels.infer.fit import versions
 

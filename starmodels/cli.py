@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+MAX_CORNER = 8  # parameters shown in the CLI's corner plot (a plate of images has many)
+
 
 def _fit(args) -> int:
     import matplotlib
@@ -18,7 +20,7 @@ def _fit(args) -> int:
     from starmodels.plots import corner, residuals
 
     entry = sm.zoo.load(args.model)
-    opts = dict(entry.fit_defaults) if args.method == "nuts" else {"guide": args.guide}
+    opts = {"nuts": dict(entry.fit_defaults), "svi": {"guide": args.guide}, "grid": {}}[args.method]
     for key in ("chains", "warmup", "samples"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
@@ -31,16 +33,19 @@ def _fit(args) -> int:
     table = post.summary()
     table.to_csv(out / "summary.csv")
     post.to_netcdf(out / "posterior.nc")
-    corner(post, path=out / "corner.png")
+    corner(post, params=list(post.flat_draws())[:MAX_CORNER], path=out / "corner.png")
     residuals(entry.model, data, post.mean(), path=out / "residuals.png")
     check = post.check_truth(truth)
     m = post.meta
     if args.method == "nuts":
         print(f"\n{entry.name}: {m['chains']} chains ({m['chain_method']} on {m['devices_used']} "
               f"devices), {m['warmup']} warmup + {m['samples']} draws each")
-    else:
+    elif args.method == "svi":
         print(f"\n{entry.name}: SVI {m['guide']}, {m['restarts']} restarts ({m['restart_method']}), "
               f"{m['steps_run']} steps")
+    else:
+        print(f"\n{entry.name}: exact grid posterior, {m['blocks']} block(s) x {m['points_per_dim']} "
+              f"points per dimension")
     print(f"time: {m['wall_seconds']:.1f} s wall, {m['compile_seconds']:.1f} s compiling, "
           f"{m['sampling_seconds']:.1f} s sampling; {m['gradient_evals']} gradient evaluations")
     print("diagnostics:", post.diagnostics())
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the zoo models").set_defaults(func=_list)
     f = sub.add_parser("fit", help="fit a zoo model to its built-in simulated data")
     f.add_argument("model", help="zoo model name (see `starmodels list`)")
-    f.add_argument("--method", default="nuts", choices=["nuts", "svi"])
+    f.add_argument("--method", default="nuts", choices=["nuts", "svi", "grid"])
     f.add_argument("--guide", default="meanfield", help="SVI guide (map, laplace, meanfield, "
                    "fullrank, lowrank, iaf, bnaf)")
     f.add_argument("--out", default="out", help="output folder (default: out)")

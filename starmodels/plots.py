@@ -74,6 +74,9 @@ def residuals(model, data, params: Mapping, *, path=None, title: str | None = No
     """Data, model at ``params`` and normalised residual (data - model) / sd, side by side."""
     mu = np.asarray(model.render({k: jnp.asarray(v) for k, v in params.items()}))
     data = np.asarray(data, float)
+    if data.ndim == 3:  # a plate of images: show the first
+        title = f"{title or model.name}, image 0 of {data.shape[0]}"
+        mu, data = mu[0], data[0]
     noise_p = {**model.noise.fixed(), **{k.split(".", 1)[1]: params[k] for k in params
                                          if k.startswith("noise.")}}
     sd = np.asarray(model.noise.distribution(jnp.asarray(mu), noise_p).variance) ** 0.5

@@ -26,7 +26,8 @@ def test_residual_panel(small, small_fit, tmp_path):
 
 def test_cli_list(capsys):
     assert main(["list"]) == 0
-    assert "binary_star" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "binary_star" in listed and "star_flux" in listed
 
 
 def test_cli_fit_writes_summary_posterior_and_plots(tmp_path, capsys):
@@ -40,3 +41,14 @@ def test_cli_fit_writes_summary_posterior_and_plots(tmp_path, capsys):
     post = Posterior.from_netcdf(out / "posterior.nc")
     assert post.meta["seed"] == 2 and np.isfinite(post.draws()["optics.zernike"]).all()
     assert "r_hat" in capsys.readouterr().out
+
+
+def test_cli_grid_fit_of_a_plate_model(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["fit", "star_flux", "--method", "grid", "--out", str(out), "--no-progress"]) == 0
+    table = pd.read_csv(out / "summary.csv", index_col=0)
+    assert len(table) == 16 and "r_hat" not in table.columns  # one flux per image; no MCMC columns
+    post = Posterior.from_netcdf(out / "posterior.nc")
+    assert post.meta["method"] == "grid" and post.idata.observed_data["obs"].dims == ("image", "y", "x")
+    assert np.allclose(post.summary()["mean"].values, post.meta["grid"]["mean"]["source.flux"])
+    assert "exact grid posterior" in capsys.readouterr().out

@@ -58,9 +58,8 @@ def test_grid_matches_direct_integration(lab, grid):
 
         peak = log_post(mean[i])
         lo, hi = mean[i] - 12 * sd[i], mean[i] + 12 * sd[i]
-        moment = lambda k: integrate.quad(lambda f: f**k * np.exp(log_post(f) - peak), lo, hi,  # noqa: E731
-                                          epsabs=0, epsrel=1e-10, limit=200)[0]
-        z0, z1, z2 = moment(0), moment(1), moment(2)
+        z0, z1, z2 = (integrate.quad(lambda f, k=k, p=peak, lp=log_post: f**k * np.exp(lp(f) - p), lo, hi,
+                                     epsabs=0, epsrel=1e-10, limit=200)[0] for k in range(3))
         exact_mean, exact_sd = z1 / z0, np.sqrt(z2 / z0 - (z1 / z0) ** 2)
         assert mean[i] == pytest.approx(exact_mean, abs=1e-3 * exact_sd)
         assert sd[i] == pytest.approx(exact_sd, rel=1e-3)

@@ -69,7 +69,8 @@ def run_svi(model, data, *, guide: str = "meanfield", steps: int = 20000, lr: fl
     chunks in a row bring no improvement of the mean loss larger than ``tol``
     nats plus its noise (two standard errors). The result averages the
     iterates of the last chunk (Polyak averaging), which removes most of the
-    jitter that a constant-noise optimiser leaves in the variational parameters. ``restarts`` independent fits run in parallel across host
+    jitter that a constant-noise optimiser leaves in the variational
+    parameters. ``restarts`` independent fits run in parallel across host
     devices (vectorised if there are too few); the best final ELBO wins.
     ``init``: ``"map"`` starts every guide at a multi-start MAP point,
     ``"prior"`` at numpyro's median init; ``warm_start`` (a VI Posterior)

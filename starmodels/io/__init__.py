@@ -1,0 +1,46 @@
+"""Reading real images: :class:`Observation`, generic FITS I/O, SDSS frames and PSFs.
+
+Pixel convention: arrays are ``[row, col]``, coordinates 0-based with pixel centres at integers.
+"""
+
+from starmodels.io.fits import (
+    ExtensionNotFoundError,
+    read_image,
+    read_wcs,
+    write_image,
+    write_observation,
+)
+from starmodels.io.observation import Observation, ObservationError, wcs_pixel_scale
+from starmodels.io.psfield import KLPsf, read_psfield_calibration, sdss_psf
+from starmodels.io.sdss import (
+    download_sdss_frame,
+    download_sdss_photofield,
+    download_sdss_psfield,
+    read_photofield_calibration,
+    read_sdss_frame,
+    sdss_cache_dir,
+    sdss_sky,
+    sdss_url,
+)
+
+__all__ = [
+    "ExtensionNotFoundError",
+    "KLPsf",
+    "Observation",
+    "ObservationError",
+    "download_sdss_frame",
+    "download_sdss_photofield",
+    "download_sdss_psfield",
+    "read_image",
+    "read_photofield_calibration",
+    "read_psfield_calibration",
+    "read_sdss_frame",
+    "read_wcs",
+    "sdss_cache_dir",
+    "sdss_psf",
+    "sdss_sky",
+    "sdss_url",
+    "wcs_pixel_scale",
+    "write_image",
+    "write_observation",
+]
