@@ -89,19 +89,21 @@ def run(datasets: int, variant: str | None, train: int, seed: int) -> dict:
     amort.posterior_for(new[:256], samples=10, khat=False)  # compile the forward pass
     post = amort.posterior_for(new, samples=10, khat=False)
     one = model.resize(1)
-    svi_times = []
-    for i in range(4):
+    svi_wall, svi_run = [], []
+    for i in range(4):  # every fit call traces and compiles its own program: report both
         t = time.perf_counter()
-        sm.fit(one, new[i:i + 1], method="svi", guide="meanfield", steps=5000, seed=i, restarts=1,
-               progress=False)
-        svi_times.append(time.perf_counter() - t)
-    per_image_svi = float(np.median(svi_times[1:]))  # the first includes compilation
+        fitted = sm.fit(one, new[i:i + 1], method="svi", guide="meanfield", steps=5000, seed=i,
+                        restarts=1, progress=False)
+        svi_wall.append(time.perf_counter() - t)
+        svi_run.append(svi_wall[-1] - fitted.meta["compile_seconds"])
+    per_image_svi = float(np.median(svi_run))
     return {
         "variant": variant or "triangle", "datasets": datasets, "images": int(truth.size), "seed": seed,
         "train_images": train, "train_seconds": train_seconds, "rows": rows,
         "method_seconds_total": seconds,
         "amortized_images_per_second": post.meta["images_per_second"],
-        "per_image_svi_seconds": per_image_svi, "per_image_svi_images_per_second": 1.0 / per_image_svi,
+        "per_image_svi_seconds": per_image_svi, "per_image_svi_wall_seconds": float(np.median(svi_wall)),
+        "per_image_svi_images_per_second": 1.0 / per_image_svi,
         "speedup": post.meta["images_per_second"] * per_image_svi,
         "load_average": os.getloadavg(), "versions": versions(),
     }
@@ -120,7 +122,8 @@ def table(res: dict) -> str:
     lines += ["", f"amortized VI: {res['amortized_images_per_second']:.0f} images/s (4096 images, "
               f"one forward pass per 256) against per-image mean-field SVI "
               f"{res['per_image_svi_images_per_second']:.2f} images/s "
-              f"({res['per_image_svi_seconds']:.2f} s per image, compiled): "
+              f"({res['per_image_svi_seconds']:.2f} s per image without compilation, MAP start included; "
+              f"{res['per_image_svi_wall_seconds']:.2f} s per fit call with it): "
               f"{res['speedup']:.0f}x; load average {res['load_average'][0]:.1f}"]
     return "\n".join(lines)
 

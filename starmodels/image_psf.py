@@ -46,14 +46,15 @@ def _linear_shift(img: jnp.ndarray, dy, dx) -> jnp.ndarray:
 class ImagePSF(Component):
     """A fixed PSF image, normalised to unit sum, placed at each source position.
 
-    ``psf`` is sampled on the detector's sub-pixel grid: shape
-    ``(npixels * oversample,) * 2`` with sub-pixels of ``pixel_scale /
-    oversample`` arcsec, centred on the grid centre (pixel ``(n - 1) / 2``).
-    Sources at ``(x, y)`` arcsec move it by ``x`` along columns and ``y``
-    along rows, as dLux does. ``shift="fourier"`` (default) is exact for a
-    band-limited PSF and conserves flux; ``"linear"`` avoids ringing on
-    sharp, undersampled PSFs but loses light shifted off the grid.
-    No free parameters.
+    ``psf`` is a stamp (m x m) sampled on the detector's sub-pixel grid
+    (sub-pixels of ``pixel_scale / oversample`` arcsec), centred on its
+    centre (pixel ``(m - 1) / 2``). The image is ``npixels`` detector pixels
+    across (default: the stamp's size); the stamp is placed on a canvas padded
+    by its own size, so light never wraps around the edges and light moved off
+    the image is lost, as on a detector. Sources at ``(x, y)`` arcsec from the
+    image centre move it by ``x`` along columns and ``y`` along rows, as
+    dLux does. ``shift="fourier"`` (default) is exact for a band-limited PSF;
+    ``"linear"`` avoids ringing on sharp, undersampled PSFs. No free parameters.
     """
 
     psf: jnp.ndarray
@@ -64,31 +65,42 @@ class ImagePSF(Component):
     role = "optics"
     param_names = ()
 
-    def __init__(self, psf, *, pixel_scale: float, oversample: int = 1, shift: str = "fourier"):
+    def __init__(self, psf, *, pixel_scale: float, oversample: int = 1, shift: str = "fourier",
+                 npixels: int | None = None):
         super().__init__({})
         arr = np.asarray(psf, dtype=float)
         problems = []
         if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
             problems.append(f"PSF must be a square 2-D image, got shape {arr.shape}")
-        elif arr.shape[0] % oversample:
+        elif npixels is None and arr.shape[0] % oversample:
             problems.append(f"PSF size {arr.shape[0]} is not a multiple of oversample {oversample}")
         if not np.all(np.isfinite(arr)):
             problems.append(f"PSF has {int((~np.isfinite(arr)).sum())} non-finite pixel(s)")
         elif not arr.sum() > 0:
             problems.append(f"PSF must have a positive total, got {arr.sum():g}")
-        if pixel_scale <= 0 or oversample < 1:
-            problems.append("pixel_scale must be > 0 and oversample >= 1")
+        if pixel_scale <= 0 or oversample < 1 or (npixels is not None and npixels < 1):
+            problems.append("pixel_scale must be > 0, oversample >= 1 and npixels >= 1")
         if shift not in SHIFTS:
             problems.append(f"shift must be one of {SHIFTS}, got {shift!r}")
         if problems:
             raise ValueError("ImagePSF: " + "; ".join(problems))
         self.psf = jnp.asarray(arr / arr.sum())
-        self.psf_npixels = arr.shape[0] // oversample
+        self.psf_npixels = int(npixels) if npixels is not None else arr.shape[0] // oversample
         self.pixel_scale, self.oversample, self.shift = float(pixel_scale), int(oversample), shift
+
+    def _layout(self):
+        """Canvas size, crop start, stamp offset and the stamp-to-image centre shift (sub-pixels)."""
+        n, m = self.psf_npixels * self.oversample, self.psf.shape[0]
+        canvas = n + m + (m % 2 != n % 2) + (m % 2)
+        start, offset = (canvas - n) // 2, (canvas - m) // 2
+        return canvas, start, offset, (start + (n - 1) / 2) - (offset + (m - 1) / 2)
 
     def psfs(self, p: dict, positions: jnp.ndarray) -> jnp.ndarray:
         """Unit-flux PSFs (n, N*os, N*os) at ``positions`` (n, 2) radians (x, y)."""
-        sub = self.pixel_scale / self.oversample
-        offsets = dlu.rad2arcsec(positions) / sub  # (n, 2) sub-pixels, (x, y)
+        canvas, start, offset, centre = self._layout()
+        n, m = self.psf_npixels * self.oversample, self.psf.shape[0]
+        padded = jnp.zeros((canvas, canvas)).at[offset:offset + m, offset:offset + m].set(self.psf)
+        offsets = dlu.rad2arcsec(positions) / (self.pixel_scale / self.oversample) + centre
         move = _fourier_shift if self.shift == "fourier" else _linear_shift
-        return jax.vmap(lambda o: move(self.psf, o[1], o[0]))(offsets)
+        shifted = jax.vmap(lambda o: move(padded, o[1], o[0]))(offsets)
+        return shifted[:, start:start + n, start:start + n]

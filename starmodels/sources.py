@@ -44,6 +44,21 @@ class PointSourceFlux(Component):
         return pos, jnp.atleast_1d(p["flux"])
 
 
+class StarField(Component):
+    """K unresolved stars, each with its own position and linear flux.
+
+    Parameters, each of shape (K,): ``x``, ``y`` (arcsec from the image
+    centre; x along columns, y along rows) and ``flux`` (photons or
+    electrons collected).
+    """
+
+    role = "source"
+    param_names = ("x", "y", "flux")
+
+    def positions_fluxes(self, p: dict):
+        return dlu.arcsec2rad(jnp.stack([p["x"], p["y"]], axis=-1)), p["flux"]
+
+
 class BinaryStar(Component):
     """Two unresolved stars in dLux's binary parameterisation.
 

@@ -78,3 +78,16 @@ def test_poisson_counts_log_prob_is_exact_and_stable():
     lp = np.asarray(jax.vmap(lambda m: PoissonCounts(m).log_prob(jnp.float32(19200.0)))(mus), float)
     exact = stats.poisson.logpmf(19200, np.asarray(mus, float))
     assert np.max(np.abs(np.diff(lp) - np.diff(exact))) < 1e-4
+
+
+@pytest.mark.parametrize("stamp,npix", [(21, 40), (21, 41), (20, 33)])
+def test_small_stamp_on_a_large_image_is_centred_and_never_wraps(stamp, npix):
+    optics = ImagePSF(_gaussian(stamp, 1.5), pixel_scale=0.1, npixels=npix)
+    where = dlu.arcsec2rad(jnp.array([[0.0, 0.0], [-0.1 * (npix / 2), 0.0]]))
+    centred, edge = np.asarray(optics.psfs({}, where))
+    c = (npix - 1) / 2
+    assert centred.shape == (npix, npix) and np.allclose(_centroid(centred), (c, c), atol=0.02)
+    assert centred.sum() == pytest.approx(1.0, abs=1e-4)
+    # a star on the left edge: about half its light falls off the image, none reappears on the right
+    assert 0.4 < edge.sum() < 0.6
+    assert np.abs(edge[:, -stamp // 2:]).max() < 1e-5
