@@ -4,7 +4,7 @@ On the r-band SDSS cutout ``frame-r[627:733, 307:413]`` (run 2583, camcol 2, fie
 Hubble truth file covers: read the frame in electrons (sky added back, gain and dark variance from
 the psField), take the psField PSF at the cutout centre, detect stars (matched filter, 5 sigma), pick
 the brightest well-isolated ones, and fit each in a 21 x 21 stamp with every detected star of the
-stamp (plus a 3 pixel margin) and a sky level, by NUTS. Each fitted star is matched to the brightest
+stamp (peaks inside it) and a sky level, by NUTS. Each fitted star is matched to the brightest
 Hubble star within ``--match`` pixels; the script reports position offsets (pixels) and flux ratios
 (SDSS / Hubble) with their scatter, and writes the catalog (ECSV), the stamps' data / model /
 residual figure and a JSON + Markdown record to ``benchmarks/results/``.
@@ -35,7 +35,7 @@ from starmodels.starfield import detect_stars, star_field_model  # noqa: E402
 
 HERE = Path(__file__).parent
 ROWS, COLS = (627, 733), (307, 413)
-STAMP, MARGIN = 21, 3
+STAMP, MARGIN = 21, 0.5
 
 
 def isolated_targets(stars, n, shape, flux_fraction=0.2, radius=4.0, edge=STAMP // 2):
