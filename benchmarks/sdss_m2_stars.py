@@ -4,10 +4,10 @@ On the r-band SDSS cutout ``frame-r[627:733, 307:413]`` (run 2583, camcol 2, fie
 Hubble truth file covers: read the frame in electrons (sky added back, gain and dark variance from
 the psField), take the psField PSF at the cutout centre, detect stars (matched filter, 5 sigma), pick
 the brightest well-isolated ones, and fit each in a 21 x 21 stamp with every detected star of the
-stamp (peaks inside it) and a sky level, by NUTS. Each fitted star is matched to the brightest
-Hubble star within ``--match`` pixels; the script reports position offsets (pixels) and flux ratios
-(SDSS / Hubble) with their scatter, and writes the catalog (ECSV), the stamps' data / model /
-residual figure and a JSON + Markdown record to ``benchmarks/results/``.
+stamp (peaks inside it) and a sky level, by NUTS. Each fitted star is matched to the nearest
+Hubble star within ``--match`` pixels and ``--dmag`` magnitudes; the script reports position offsets
+(pixels) and flux ratios (SDSS / Hubble) with their scatter, and writes the catalog (ECSV), the
+stamps' data / model / residual figure and a JSON + Markdown record to ``benchmarks/results/``.
 
     python benchmarks/sdss_m2_stars.py [--stars 10] [--data /work/shared/data/sdss]
 """
@@ -64,7 +64,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("STARMODELS_SDSS_DATA", "/work/shared/data/sdss"))
     ap.add_argument("--stars", type=int, default=10)
-    ap.add_argument("--match", type=float, default=1.5, help="match radius to Hubble stars (pixels)")
+    ap.add_argument("--match", type=float, default=2.0, help="match radius to Hubble stars (pixels)")
+    ap.add_argument("--dmag", type=float, default=1.0, help="largest magnitude difference of a match")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results" / "sdss_m2_stars.json"))
     args = ap.parse_args()
@@ -97,7 +98,8 @@ def main():
         star = cat[target]
         r, c = star["row"] + oy, star["col"] + ox  # cutout pixels
         d = np.hypot(h_row - r, h_col - c)
-        cand = np.flatnonzero(d < args.match)
+        dmag = np.abs(2.5 * np.log10(star["flux_e"] / h_flux))
+        cand = np.flatnonzero((d < args.match) & (dmag < args.dmag))
         diag = post.diagnostics()
         row = {"star": k, "row": float(r), "col": float(c), "flux_e": float(star["flux_e"]),
                "flux_e_sd": float(star["flux_e_sd"]), "mag": float(star["mag"]),
@@ -106,7 +108,7 @@ def main():
                "max_r_hat": diag["max_r_hat"], "divergences": diag["divergences"],
                "seconds": time.perf_counter() - t0}
         if cand.size:
-            j = cand[np.argmax(h_flux[cand])]
+            j = cand[np.argmin(d[cand])]
             row.update(hubble_row=float(h_row[j]), hubble_col=float(h_col[j]),
                        hubble_flux_e=float(h_flux[j]), d_row=float(r - h_row[j]),
                        d_col=float(c - h_col[j]), flux_ratio=float(star["flux_e"] / h_flux[j]),
@@ -133,7 +135,7 @@ def main():
     }
     lines = [f"SDSS r, M2 cutout frame-r[{ROWS[0]}:{ROWS[1]}, {COLS[0]}:{COLS[1]}]: {len(stars)} detections "
              f"(5 sigma); {len(rows)} bright isolated stars fitted by NUTS in {STAMP}x{STAMP} stamps; "
-             f"{len(matched)} matched to Hubble within {args.match} px", "",
+             f"{len(matched)} matched to Hubble within {args.match} px and {args.dmag} mag", "",
              "| star | SDSS flux (e-) | Hubble flux (e-) | SDSS/Hubble | d_row | d_col | posterior pos sd "
              "| stars in stamp | max r_hat |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -144,8 +146,8 @@ def main():
                          f"{np.hypot(r['row_sd'], r['col_sd']):.3f} | {r['stars_in_stamp']} | "
                          f"{r['max_r_hat']:.3f} |")
         else:
-            lines.append(f"| {r['star']} | {r['flux_e']:.4g} | no Hubble star within {args.match} px "
-                         f"| | | | | {r['stars_in_stamp']} | {r['max_r_hat']:.3f} |")
+            lines.append(f"| {r['star']} | {r['flux_e']:.4g} | none within {args.match} px and "
+                         f"{args.dmag} mag | | | | | {r['stars_in_stamp']} | {r['max_r_hat']:.3f} |")
     s = summary
     lines += ["", f"median offset (row, col) = ({s['median_d_row']:+.2f}, {s['median_d_col']:+.2f}) px, "
               f"scatter (1.48 MAD) ({s['mad_d_row']:.2f}, {s['mad_d_col']:.2f}) px, median distance "
@@ -156,7 +158,7 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "summary": summary, "detections": len(stars),
-                               "seed": args.seed, "match_radius": args.match,
+                               "seed": args.seed, "match_radius": args.match, "match_dmag": args.dmag,
                                "load_average": os.getloadavg(), "versions": versions()},
                               indent=2, default=float))
     out.with_suffix(".md").write_text(f"`python benchmarks/sdss_m2_stars.py` output:\n\n{text}\n")
