@@ -30,6 +30,7 @@ from numpyro.optim import optax_to_numpyro
 from tqdm.auto import tqdm
 
 from starmodels.diagnostics import psis_khat
+from starmodels.infer.batched import batched_map
 from starmodels.infer.timing import stopwatch
 from starmodels.plate import PLATE, ImagePlate
 from starmodels.priors import latent_site
@@ -206,9 +207,9 @@ def _khat_per_image(model, images, z, loc, log_scale, latents):
     @jax.jit
     def log_w(img, zi, li, si):  # zi: (samples, dim)
         log_q = dist.Normal(li, si).log_prob(zi).sum(-1)
-        u = jax.vmap(lambda x: potential_energy(one, (), {"data": img[None]},
-                                                {k: v[None] for k, v in _split(x, latents).items()}))
-        return -u(zi) - log_q
+        u = lambda x: potential_energy(one, (), {"data": img[None]},  # noqa: E731
+                                       {k: v[None] for k, v in _split(x, latents).items()})
+        return -batched_map(u, zi, 256) - log_q
 
     lw = [log_w(images[i], z[:, i], loc[i], scale[i]) for i in range(images.shape[0])]
     return [psis_khat(np.asarray(w)) for w in lw]

@@ -19,6 +19,7 @@ from numpyro import handlers
 from numpyro.distributions import biject_to
 from numpyro.infer.util import constrain_fn, potential_energy
 
+from starmodels.infer.batched import batched_map
 from starmodels.infer.timing import stopwatch
 from starmodels.plate import ImagePlate
 from starmodels.priors import latent_site
@@ -98,8 +99,8 @@ def run_grid(model, data, *, points: int | None = None, refine: int = 2, draws: 
 
         @jax.jit
         def log_post(grid_pts, block_data):  # (m, d), one block's data -> (m,)
-            u = jax.vmap(lambda x: potential_energy(block, (), {"data": block_data}, unravel(x)))
-            return -u(grid_pts)
+            return -batched_map(lambda x: potential_energy(block, (), {"data": block_data}, unravel(x)),
+                                grid_pts)
 
         def evaluate(lo, hi):
             axes, step = _axes(lo, hi, points)

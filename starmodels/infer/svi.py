@@ -24,6 +24,7 @@ from numpyro.optim import optax_to_numpyro
 from tqdm.auto import tqdm
 
 from starmodels.diagnostics import psis_khat
+from starmodels.infer.batched import batched_map
 from starmodels.infer.devices import choose_chain_method
 from starmodels.infer.map import find_map
 from starmodels.infer.timing import stopwatch
@@ -179,9 +180,9 @@ def _posterior_draws(model, guide, params, data, key, n):
         log_det = transform.log_abs_det_jacobian(eps, flat)
         log_q = base.log_prob(eps) - (log_det.sum(-1) if log_det.ndim == 2 else log_det)
         unc = jax.vmap(guide._unpack_latent)(flat)
-        log_w = -jax.vmap(info.potential_fn)(unc) - log_q
+        log_w = -batched_map(info.potential_fn, unc) - log_q
         khat = psis_khat(np.asarray(log_w))
-        latent = jax.vmap(lambda u: constrain_fn(model, (), {"data": data}, u))(unc)
+        latent = batched_map(lambda u: constrain_fn(model, (), {"data": data}, u), unc)
     phys = jax.vmap(lambda lat: constrain_fn(model.sample_params, (), {}, lat,
                                              return_deterministic=True))(latent)
     samples = {k: np.asarray(phys[k])[None] for k in names}
