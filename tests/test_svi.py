@@ -12,7 +12,9 @@ from starmodels.infer.svi import GUIDES, run_svi
 from .conftest import SMALL_TRUTH
 
 
-@pytest.mark.parametrize("guide", sorted(GUIDES))
+# BNAF is the slowest guide to compile (~1 min): it runs with -m slow
+@pytest.mark.parametrize("guide", [pytest.param(g, marks=pytest.mark.slow) if g == "bnaf" else g
+                                   for g in sorted(GUIDES)])
 def test_each_guide_runs_and_lands_near_the_truth(small, guide):
     model, data = small
     post = sm.fit(model, data, method="svi", guide=guide, steps=400, chunk=100, samples=200,
@@ -36,6 +38,7 @@ def test_restarts_run_in_parallel_and_the_best_elbo_is_kept(small):
     assert m["final_elbo"] == max(m["restart_elbos"])
 
 
+@pytest.mark.slow  # by default, tests/test_star_flux.py checks NUTS and mean-field against the exact grid
 def test_meanfield_agrees_with_nuts_on_a_gaussian_posterior(small, small_fit):
     model, data = small
     vi = sm.fit(model, data, method="svi", guide="meanfield", steps=3000, samples=2000,
