@@ -89,3 +89,20 @@ def latent_site(name: str, prior: dist.Distribution):
     if standard is None:
         return name, prior.support
     return name + BASE_SUFFIX, standard[0].support
+
+
+def physical_values(model, latents: Mapping[str, Any], constrained: bool = False) -> dict:
+    """Physical values of every sampled site of ``model`` from its latent sites.
+
+    ``latents`` are unconstrained (as samplers and grids see them) unless
+    ``constrained`` (values in each latent's support, as guides return them).
+    """
+    if constrained:
+        from numpyro import handlers
+
+        tr = handlers.trace(handlers.substitute(model.sample_params, data=dict(latents))).get_trace()
+        return {k: tr[k]["value"] for k in model.priors()}
+    from numpyro.infer.util import constrain_fn
+
+    values = constrain_fn(model.sample_params, (), {}, latents, return_deterministic=True)
+    return {k: values[k] for k in model.priors()}

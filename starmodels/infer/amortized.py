@@ -25,7 +25,7 @@ import numpyro.distributions as dist
 import optax
 from numpyro.contrib.module import eqx_module
 from numpyro.infer import SVI, Trace_ELBO
-from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.infer.util import potential_energy
 from numpyro.optim import optax_to_numpyro
 from tqdm.auto import tqdm
 
@@ -33,7 +33,7 @@ from starmodels.diagnostics import psis_khat
 from starmodels.infer.batched import batched_map
 from starmodels.infer.timing import stopwatch
 from starmodels.plate import PLATE, ImagePlate
-from starmodels.priors import latent_site
+from starmodels.priors import latent_site, physical_values
 from starmodels.results import Posterior, build_idata
 
 log = logging.getLogger("starmodels")
@@ -136,8 +136,7 @@ class Amortizer:
         eps = jax.random.normal(key, (samples,) + loc.shape)
         z = loc + jnp.exp(log_scale) * eps  # (samples, n, dim) unconstrained
         plate = self.model.resize(len(images))
-        names = list(plate.priors())
-        phys = jax.jit(jax.vmap(lambda zz: _physical(plate, _split(zz, self.latents), names)))(z)
+        phys = jax.jit(jax.vmap(lambda zz: physical_values(plate, _split(zz, self.latents))))(z)
         draws = {k: np.asarray(v)[None] for k, v in phys.items()}
         meta = {"method": "amortized", "model": self.model.name, "seed": seed, "samples": samples,
                 "images": len(images), "encode_seconds": t_enc.run, "compile_seconds": t_enc.compile,
@@ -192,11 +191,6 @@ def _apply(encoder, images):
 
 def _forward(encoder):
     return lambda images: _apply(encoder, images)
-
-
-def _physical(plate, z, names):
-    values = constrain_fn(plate.sample_params, (), {}, z, return_deterministic=True)
-    return {k: values[k] for k in names}
 
 
 def _khat_per_image(model, images, z, loc, log_scale, latents):

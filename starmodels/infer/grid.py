@@ -17,12 +17,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions import biject_to
-from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.infer.util import potential_energy
 
 from starmodels.infer.batched import batched_map
 from starmodels.infer.timing import stopwatch
 from starmodels.plate import ImagePlate
-from starmodels.priors import latent_site
+from starmodels.priors import latent_site, physical_values
 
 log = logging.getLogger("starmodels")
 
@@ -123,15 +123,14 @@ def run_grid(model, data, *, points: int | None = None, refine: int = 2, draws: 
             raise GridError(f"posterior mass {float(edge.max()):.2g} on the grid edge (block "
                             f"{int(edge.argmax())}): the prior range does not contain the posterior")
 
-        names = list(model.priors())
-        physical = jax.vmap(jax.vmap(lambda x: _physical(block, unravel(x), names)))(pts)
+        physical = jax.vmap(jax.vmap(lambda x: physical_values(block, unravel(x))))(pts)
         exact = {k: _moments(w, v) for k, v in physical.items()}
         cells = jax.vmap(lambda k, ww: jax.random.choice(k, ww.size, (draws,), p=ww))(
             jax.random.split(k_draw, nb), w)
         jitter = jax.random.uniform(jax.random.fold_in(k_draw, 1), (nb, draws, d), minval=-0.5,
                                     maxval=0.5) * step[:, None]
         zs = jnp.take_along_axis(pts, cells[..., None], axis=1) + jitter
-        sample = jax.vmap(jax.vmap(lambda x: _physical(block, unravel(x), names)))(zs)
+        sample = jax.vmap(jax.vmap(lambda x: physical_values(block, unravel(x))))(zs)
     out = {k: _stack_blocks(np.asarray(v), model) for k, v in sample.items()}
     meta = {
         "method": "grid", "seed": seed, "points_per_dim": points, "dims_per_block": d,
@@ -143,11 +142,6 @@ def run_grid(model, data, *, points: int | None = None, refine: int = 2, draws: 
         "gradient_evals": 0, "log_joint_evals": int(nb * points**d * (refine + 1)),
     }
     return out, meta
-
-
-def _physical(block, z, names):
-    values = constrain_fn(block.sample_params, (), {}, z, return_deterministic=True)
-    return {k: values[k] for k in names}
 
 
 def _moments(w, v):

@@ -28,6 +28,7 @@ from starmodels.infer.batched import batched_map
 from starmodels.infer.devices import choose_chain_method
 from starmodels.infer.map import find_map
 from starmodels.infer.timing import stopwatch
+from starmodels.priors import physical_values
 
 log = logging.getLogger("starmodels")
 
@@ -183,8 +184,7 @@ def _posterior_draws(model, guide, params, data, key, n):
         log_w = -batched_map(info.potential_fn, unc) - log_q
         khat = psis_khat(np.asarray(log_w))
         latent = batched_map(lambda u: constrain_fn(model, (), {"data": data}, u), unc)
-    phys = jax.vmap(lambda lat: constrain_fn(model.sample_params, (), {}, lat,
-                                             return_deterministic=True))(latent)
+    phys = jax.vmap(lambda lat: physical_values(model, lat, constrained=True))(latent)  # guide values
     samples = {k: np.asarray(phys[k])[None] for k in names}
     latent_mean = {k: v.mean(0) for k, v in latent.items()}
     return samples, khat, latent_mean
