@@ -1,10 +1,11 @@
 """starmodels: astronomical image models as NumPyro programs, with dLux optics.
 
 Importing starmodels sets the JAX host device count (``STARMODELS_HOST_DEVICES``,
-default: CPU cores) before JAX starts, so chains can run in parallel.
+default: CPU cores) and XLA's workarounds before JAX starts, so chains can run
+in parallel (see :mod:`starmodels.startup`).
 """
 
-from starmodels.infer.devices import configure_host_devices
+from starmodels.startup import configure_host_devices
 
 configure_host_devices()
 

@@ -1,57 +1,16 @@
-"""Host CPU devices and the chain method: decided here, once, and recorded.
+"""The chain method: decided here, once, logged and recorded.
 
-JAX reads the host device count when its CPU backend starts, so
-:func:`configure_host_devices` must run before anything touches a JAX array.
-``import starmodels`` calls it first thing; set ``STARMODELS_HOST_DEVICES`` to
-choose the count (default: the number of CPU cores).
+The host device count itself is set before JAX starts, by
+:func:`starmodels.startup.configure_host_devices` (``STARMODELS_HOST_DEVICES``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
+
+from starmodels.startup import DEVICES_ENV as ENV_VAR
 
 log = logging.getLogger("starmodels")
-
-ENV_VAR = "STARMODELS_HOST_DEVICES"
-_FLAG = "--xla_force_host_platform_device_count"
-
-
-def _backend_started() -> bool:
-    import sys
-
-    if "jax" not in sys.modules:
-        return False
-    from jax._src import xla_bridge
-
-    return bool(getattr(xla_bridge, "_backends", {}))
-
-
-def configure_host_devices(count: int | None = None) -> int:
-    """Ask XLA for ``count`` host CPU devices; return the count requested.
-
-    Must run before the JAX CPU backend starts. If it has already started the
-    request cannot take effect: a warning says so and the live count stands.
-    """
-    if count is None:
-        count = int(os.environ.get(ENV_VAR, os.cpu_count() or 1))
-    if count < 1:
-        raise ValueError(f"{ENV_VAR} must be a positive integer, got {count}")
-    if _backend_started():
-        import jax
-
-        live = jax.local_device_count()
-        if live != count:
-            log.warning(
-                "JAX started before starmodels could set %d host devices; %d are "
-                "available. Import starmodels before JAX or set XLA_FLAGS=%s=%d.",
-                count, live, _FLAG, count,
-            )
-        return live
-    flags = re.sub(rf"{_FLAG}=\d+", "", os.environ.get("XLA_FLAGS", "")).strip()
-    os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
-    return count
 
 
 def device_count() -> int:
