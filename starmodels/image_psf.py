@@ -7,6 +7,8 @@ seeing-limited ground-based data and toy PSFs use the same forward model.
 
 from __future__ import annotations
 
+import logging
+
 import dLux.utils as dlu
 import jax
 import jax.numpy as jnp
@@ -14,7 +16,51 @@ import numpy as np
 
 from starmodels.component import Component
 
+log = logging.getLogger(__name__)
+
 SHIFTS = ("fourier", "linear")
+NEGATIVE = ("raise", "clip")
+"""What :class:`ImagePSF` does with negative PSF pixels (``negative=``)."""
+
+
+class PSFError(ValueError):
+    """A PSF image cannot be used; the message lists every problem with it."""
+
+
+def _psf_problems(psf, negative: str) -> tuple[np.ndarray | None, list[str]]:
+    """The PSF as a float array (None if not real numbers) and every problem with it, as sentences."""
+    raw = np.asarray(psf)
+    if raw.dtype.kind == "c":
+        return None, [f"PSF is complex-valued (dtype {raw.dtype}); pass a real intensity image, e.g. "
+                      "np.abs(field)**2 for a complex amplitude"]
+    if raw.dtype.kind not in "biuf":
+        return None, [f"PSF must hold real numbers, got dtype {raw.dtype}"]
+    arr = raw.astype(float)
+    out = []
+    if arr.ndim != 2:
+        out.append(f"PSF must be a square 2-D image, got a {arr.ndim}-D array of shape {arr.shape}")
+    elif arr.shape[0] != arr.shape[1]:
+        out.append(f"PSF must be a square 2-D image, got shape {arr.shape}")
+    if arr.size == 0:
+        return arr, [*out, f"PSF is empty (shape {arr.shape})"]
+    finite = np.isfinite(arr)
+    if not finite.all():
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        return arr, [*out, f"PSF has {int((~finite).sum())} non-finite (NaN/inf) pixel(s), the first at "
+                           f"index {first}"]
+    if not arr.any():
+        return arr, [*out, "PSF is all zeros"]
+    total, peak, neg = float(arr.sum()), float(arr.max()), arr < 0
+    if neg.any() and negative != "clip":
+        rel = (f"the most negative {arr.min() / peak:.3g} of the peak" if peak > 0
+               else f"the most negative {arr.min():.3g}, and no pixel is positive")
+        share = f", together {-arr[neg].sum() / total:.3%} of the total" if total > 0 else ""
+        out.append(f"PSF has {int(neg.sum())} negative pixel(s) ({rel}{share}); pass negative='clip' to clip "
+                   "them to zero (the flux fraction removed is kept in ImagePSF.clipped_fraction), or fix "
+                   "the PSF")
+    if not total > 0:
+        out.append(f"PSF must have a positive total, got {total:g}")
+    return arr, out
 
 
 def triangle_psf(half_width: int = 8) -> np.ndarray:
@@ -55,6 +101,25 @@ class ImagePSF(Component):
     image centre move it by ``x`` along columns and ``y`` along rows, as
     dLux does. ``shift="fourier"`` (default) is exact for a band-limited PSF;
     ``"linear"`` avoids ringing on sharp, undersampled PSFs. No free parameters.
+
+    Args:
+        psf: the (m, m) stamp, any positive scale (it is normalised); real, finite, not all zero,
+            with a positive total.
+        pixel_scale: detector pixel size in arcsec.
+        oversample: sub-pixels per detector pixel along each axis.
+        shift: ``"fourier"`` or ``"linear"`` sub-pixel shifts.
+        npixels: image side in detector pixels (default the stamp's).
+        negative: ``"raise"`` (default) refuses a PSF with negative pixels; ``"clip"`` sets them to
+            zero, logs it at INFO level and records the flux fraction removed (of the total before
+            clipping) in :attr:`clipped_fraction`. Nothing is ever clipped silently.
+
+    Attributes:
+        clipped_fraction: flux removed by ``negative="clip"``, as a fraction of the PSF's total
+            before clipping (0.0 when nothing was clipped).
+
+    Raises:
+        PSFError: (a ValueError) listing every problem: not a square 2-D real array, non-finite
+            pixels, all zeros, negative pixels (unless clipped), a non-positive total, bad options.
     """
 
     psf: jnp.ndarray
@@ -62,28 +127,32 @@ class ImagePSF(Component):
     pixel_scale: float
     oversample: int
     shift: str
+    clipped_fraction: float
     role = "optics"
     param_names = ()
 
     def __init__(self, psf, *, pixel_scale: float, oversample: int = 1, shift: str = "fourier",
-                 npixels: int | None = None):
+                 npixels: int | None = None, negative: str = "raise"):
         super().__init__({})
-        arr = np.asarray(psf, dtype=float)
-        problems = []
-        if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-            problems.append(f"PSF must be a square 2-D image, got shape {arr.shape}")
-        elif npixels is None and arr.shape[0] % oversample:
+        arr, problems = _psf_problems(psf, negative)
+        square = arr is not None and arr.ndim == 2 and arr.shape[0] == arr.shape[1]
+        if square and npixels is None and oversample >= 1 and arr.shape[0] % oversample:
             problems.append(f"PSF size {arr.shape[0]} is not a multiple of oversample {oversample}")
-        if not np.all(np.isfinite(arr)):
-            problems.append(f"PSF has {int((~np.isfinite(arr)).sum())} non-finite pixel(s)")
-        elif not arr.sum() > 0:
-            problems.append(f"PSF must have a positive total, got {arr.sum():g}")
         if pixel_scale <= 0 or oversample < 1 or (npixels is not None and npixels < 1):
             problems.append("pixel_scale must be > 0, oversample >= 1 and npixels >= 1")
         if shift not in SHIFTS:
             problems.append(f"shift must be one of {SHIFTS}, got {shift!r}")
+        if negative not in NEGATIVE:
+            problems.append(f"negative must be one of {NEGATIVE}, got {negative!r}")
         if problems:
-            raise ValueError("ImagePSF: " + "; ".join(problems))
+            raise PSFError("ImagePSF: " + "; ".join(problems))
+        neg = arr < 0
+        self.clipped_fraction = float(-arr[neg].sum() / arr.sum()) if neg.any() else 0.0
+        if neg.any():
+            log.info("ImagePSF: clipped %d negative pixel(s) to zero (the most negative %.3g of the peak; "
+                     "%.3f%% of the total flux)", int(neg.sum()), arr.min() / arr.max(),
+                     100 * self.clipped_fraction)
+            arr = np.maximum(arr, 0.0)
         self.psf = jnp.asarray(arr / arr.sum())
         self.psf_npixels = int(npixels) if npixels is not None else arr.shape[0] // oversample
         self.pixel_scale, self.oversample, self.shift = float(pixel_scale), int(oversample), shift

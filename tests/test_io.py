@@ -257,9 +257,11 @@ def test_psf_matches_the_starnet_psf_image(klpsf_r):
     ref = fits.getdata(FIELD_DIR / "sdss-002583-2-0136-psf-r.fits").astype(float)
     # The 25x25 StarNet image is the raw (un-normalised) KL PSF at frame pixel row 600, col 500 -- the
     # example position of photoop's sdss_psf_recon(psfield, 600., 500.) -- not at the M2 cutout.
-    assert np.abs(klpsf_r.at(600, 500, size=25, normalize=False) - ref).max() < 1e-7  # measured 1.0e-8
+    # negative="keep": PHOTO's raw values, negative wings included (at() clips them by default).
+    raw = klpsf_r.at(600, 500, size=25, normalize=False, negative="keep")
+    assert np.abs(raw - ref).max() < 1e-7  # measured 1.0e-8
     # Row and column matter: the transposed position is ~1e5 times worse.
-    assert np.abs(klpsf_r.at(500, 600, size=25, normalize=False) - ref).max() > 5e-4
+    assert np.abs(klpsf_r.at(500, 600, size=25, normalize=False, negative="keep") - ref).max() > 5e-4
     # At the M2 cutout centre the normalised PSFs differ by ~1% of the peak.
     psf = klpsf_r.at(679.5, 359.5, size=25)
     m2 = Observation(np.ones((106, 106)), meta={"origin": (M2_ROWS[0], M2_COLS[0])})

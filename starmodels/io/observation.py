@@ -23,11 +23,19 @@ class ObservationError(ValueError):
     """An :class:`Observation` (or a file read into one) is invalid; the message lists every problem."""
 
 
-def _native_float(a, name: str) -> np.ndarray:
-    """``a`` as a native-byte-order float array (float32 kept, everything else float64)."""
+def _native_float(a, name: str, where: str = "") -> np.ndarray:
+    """``a`` as a native-byte-order float array (float32 kept, everything else float64).
+
+    Raises :class:`ObservationError` (prefixed by ``where``, e.g. the file name) for complex-valued
+    or non-numeric input: an imaginary part is never dropped silently.
+    """
     arr = np.asarray(a)
+    if arr.dtype.kind == "c":
+        raise ObservationError(f"{where}{name}: complex-valued data (dtype {arr.dtype}) is not supported; an "
+                               f"Observation holds real pixel values: pass np.real({name}) or np.abs({name}) "
+                               "explicitly")
     if arr.dtype.kind not in "biuf":
-        raise ObservationError(f"{name} must be numeric, got dtype {arr.dtype}")
+        raise ObservationError(f"{where}{name} must be numeric, got dtype {arr.dtype}")
     dtype = arr.dtype if arr.dtype.kind == "f" and arr.dtype.itemsize >= 4 else np.dtype(np.float64)
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
@@ -79,13 +87,15 @@ class Observation:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)
-        set_("data", _native_float(self.data, "data"))
+        name = (self.meta or {}).get("name") or (self.meta or {}).get("source")
+        where = f"{name}: " if name else ""
+        set_("data", _native_float(self.data, "data", where))
         if self.variance is not None:
-            set_("variance", _native_float(self.variance, "variance"))
+            set_("variance", _native_float(self.variance, "variance", where))
         if self.mask is not None:
             set_("mask", np.asarray(self.mask))
         if self.sky is not None:
-            sky = _native_float(self.sky, "sky")
+            sky = _native_float(self.sky, "sky", where)
             set_("sky", float(sky) if sky.ndim == 0 else sky)
         if self.pixel_scale is None and self.wcs is not None and getattr(self.wcs, "has_celestial", False):
             set_("pixel_scale", wcs_pixel_scale(self.wcs))
@@ -124,6 +134,8 @@ class Observation:
         d = self.data
         if d.ndim != 2:
             return [f"data must be 2-D, got shape {d.shape}"]
+        if d.size == 0:
+            return [f"data is empty (shape {d.shape})"]
         use = np.ones(d.shape, bool)
         if self.mask is not None:
             if self.mask.dtype != bool:
@@ -188,8 +200,11 @@ class Observation:
 
     # -- coordinates ----------------------------------------------------------
     def _need_wcs(self):
+        """The WCS, or :class:`ObservationError` naming the observation when it has none."""
         if self.wcs is None:
-            raise ObservationError("this observation has no WCS")
+            name = self.meta.get("name") or self.meta.get("source") or "this observation"
+            raise ObservationError(f"{name} has no WCS, and sky coordinates or resampling need one: read a "
+                                   "file whose header holds a celestial WCS, or pass wcs= (an astropy WCS)")
         return self.wcs
 
     def pixel_to_sky(self, row, col):

@@ -29,6 +29,7 @@ import numpy as np
 from astropy.io import fits
 
 from starmodels.io.fits import read_wcs
+from starmodels.io.fits_open import FileFormatError, get_hdu, hdu_data, open_fits
 from starmodels.io.observation import Observation
 from starmodels.io.psfield import BANDS, read_psfield_calibration
 
@@ -129,15 +130,49 @@ def download_sdss_photofield(run: int, camcol: int, cache_dir: str | Path | None
 
 # -- calibration ----------------------------------------------------------------------
 def read_photofield_calibration(path: str | Path, field: int) -> dict[str, dict[str, float]]:
-    """``{band: {"gain", "dark_variance"}}`` of ``field`` from a photoField table (ADU, ADU^2)."""
-    with fits.open(path, memmap=False) as hdul:
-        t = hdul[1].data
-        rows = np.flatnonzero(np.asarray(t["FIELD"]) == field)
+    """``{band: {"gain", "dark_variance"}}`` of ``field`` from a photoField table.
+
+    Units: ``gain`` electrons/ADU, ``dark_variance`` ADU^2 per pixel.
+
+    Raises:
+        FileNotFoundError: no such file.
+        FileFormatError: not a readable FITS file, truncated, or HDU 1 is not a photoField table
+            (no FIELD/GAIN/DARK_VARIANCE column, or not one value per band).
+        ExtensionNotFoundError: the file has no HDU 1.
+        ValueError: the table has no row for ``field`` (the message gives the fields it covers).
+    """
+    what = "SDSS photoField file"
+    with open_fits(path, what=what) as hdul:
+        h = get_hdu(hdul, 1, path)
+        if not isinstance(h, fits.BinTableHDU):
+            raise FileFormatError(f"{path}: HDU 1 of the {what} is a {type(h).__name__}, not a binary table")
+        t = hdu_data(hdul, 1, path, what=what)
+        missing = [c for c in ("FIELD", "GAIN", "DARK_VARIANCE") if c not in t.columns.names]
+        if missing:
+            raise FileFormatError(f"{path}: HDU 1 of the {what} has no column(s) {', '.join(missing)} "
+                                  f"(columns present: {', '.join(t.columns.names)}); is this a photoField "
+                                  "file?")
+        fields = np.asarray(t["FIELD"])
+        rows = np.flatnonzero(fields == field)
         if rows.size == 0:
-            raise ValueError(f"{path}: no row for field {field}")
+            span = f"fields {fields.min()}-{fields.max()}" if fields.size else "no rows"
+            raise ValueError(f"{path}: no row for field {field} (the table covers {span})")
         r = rows[0]
-        return {b: {"gain": float(t["GAIN"][r][i]), "dark_variance": float(t["DARK_VARIANCE"][r][i])}
-                for i, b in enumerate(BANDS)}
+        gain, dark = np.asarray(t["GAIN"][r], float).ravel(), np.asarray(t["DARK_VARIANCE"][r], float).ravel()
+        if gain.size < len(BANDS) or dark.size < len(BANDS):
+            raise FileFormatError(f"{path}: GAIN/DARK_VARIANCE of field {field} hold {gain.size}/{dark.size} "
+                                  f"values, not one per band {BANDS}")
+        return {b: {"gain": float(gain[i]), "dark_variance": float(dark[i])} for i, b in enumerate(BANDS)}
+
+
+def _checked_calibration(c: dict[str, float], band: str, source) -> tuple[float, float, str]:
+    """(gain, dark_variance, source) of one band, or :class:`FileFormatError` for unusable values."""
+    gain, dark = c.get("gain", float("nan")), c.get("dark_variance", float("nan"))
+    if not (np.isfinite(gain) and gain > 0 and np.isfinite(dark) and dark >= 0):
+        raise FileFormatError(f"{source}: unusable {band}-band calibration: gain {gain} electrons/ADU, dark "
+                              f"variance {dark} ADU^2 (need gain > 0 and dark variance >= 0); pass gain= and "
+                              "dark_variance= to read_sdss_frame")
+    return float(gain), float(dark), str(source)
 
 
 def _find_calibration(frame_path: Path, run, camcol, field, band, psfield, photofield, cache_dir, download):
@@ -148,19 +183,16 @@ def _find_calibration(frame_path: Path, run, camcol, field, band, psfield, photo
         here / (name + "s"), here / name, *_local_candidates("psField", run, camcol, field, None, cache_dir)]
     for p in ps:
         if p.is_file():
-            c = read_psfield_calibration(p)[band]
-            return c["gain"], c["dark_variance"], str(p)
+            return _checked_calibration(read_psfield_calibration(p)[band], band, p)
     pf = [Path(photofield)] if photofield is not None else [
         here.parent / f"photoField-{run:06d}-{camcol}.fits",
         *_local_candidates("photoField", run, camcol, None, None, cache_dir)]
     for p in pf:
         if p.is_file():
-            c = read_photofield_calibration(p, field)[band]
-            return c["gain"], c["dark_variance"], str(p)
+            return _checked_calibration(read_photofield_calibration(p, field)[band], band, p)
     if download:
         p = download_sdss_psfield(run, camcol, field, cache_dir)
-        c = read_psfield_calibration(p)[band]
-        return c["gain"], c["dark_variance"], str(p)
+        return _checked_calibration(read_psfield_calibration(p)[band], band, p)
     raise FileNotFoundError(
         f"no gain for {frame_path.name}: give gain= and dark_variance=, or a psField/photoField file "
         f"(looked for {', '.join(str(p) for p in ps + pf)}; download=True fetches the psField)")
@@ -202,6 +234,64 @@ def sdss_sky(allsky: np.ndarray, xinterp: np.ndarray, yinterp: np.ndarray,
 
 # -- the reader -------------------------------------------------------------------------
 _FRAME_RE = re.compile(r"frame-([ugriz])-(\d{6})-(\d)-(\d{4})\.fits")
+_FRAME = "SDSS frame file"
+
+
+def _header_int(hdr, key: str, fallback, path) -> int:
+    """Integer header keyword ``key`` (else ``fallback``), or :class:`FileFormatError` naming it."""
+    v = hdr.get(key, fallback)
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise FileFormatError(f"{path}: header keyword {key} = {v!r} of the {_FRAME} is not an integer"
+                              ) from None
+
+
+def _header_float(hdr, key: str, path) -> float:
+    """Float header keyword ``key`` (NaN when absent), or :class:`FileFormatError` naming it."""
+    v = hdr.get(key, float("nan"))
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise FileFormatError(f"{path}: header keyword {key} = {v!r} of the {_FRAME} is not a number"
+                              ) from None
+
+
+def _frame_arrays(hdul, path):
+    """Image, calibration vector and sky table (ALLSKY, XINTERP, YINTERP) of a frame, shape-checked."""
+    img = hdu_data(hdul, 0, path, what=_FRAME)
+    if img is None or np.ndim(img) != 2:
+        raise FileFormatError(f"{path}: HDU 0 of the {_FRAME} holds "
+                              f"{'no data' if img is None else np.shape(img)}, "
+                              "not a 2-D image; is this an SDSS frame-*.fits.bz2 file?")
+    img = np.asarray(img, dtype=float)
+    ny, nx = img.shape
+    calib = hdu_data(hdul, 1, path, what=_FRAME)
+    calib = None if calib is None else np.asarray(calib, dtype=float).ravel()
+    if calib is None or calib.shape != (nx,):
+        raise FileFormatError(f"{path}: HDU 1 of the {_FRAME} should hold the calibration vector of {nx} "
+                              "values (nanomaggies per count per column), got "
+                              f"{None if calib is None else calib.shape}")
+    bad = ~(np.isfinite(calib) & (calib > 0))
+    if bad.any():
+        raise FileFormatError(f"{path}: the calibration vector (HDU 1) of the {_FRAME} has {int(bad.sum())} "
+                              f"non-positive or non-finite value(s), first at column {int(np.argmax(bad))}")
+    skytab = hdu_data(hdul, 2, path, what=_FRAME)
+    names = getattr(getattr(skytab, "columns", None), "names", None) or []
+    missing = [c for c in ("ALLSKY", "XINTERP", "YINTERP") if c not in names]
+    if missing:
+        raise FileFormatError(f"{path}: HDU 2 of the {_FRAME} should be the sky table; it has no column(s) "
+                              f"{', '.join(missing)} (columns present: {', '.join(names) or 'none'})")
+    allsky = np.asarray(skytab["ALLSKY"][0], dtype=float)
+    xinterp = np.asarray(skytab["XINTERP"][0], dtype=float).ravel()
+    yinterp = np.asarray(skytab["YINTERP"][0], dtype=float).ravel()
+    if allsky.ndim != 2 or min(allsky.shape) < 2 or not np.all(np.isfinite(allsky)):
+        raise FileFormatError(f"{path}: the sky grid ALLSKY (HDU 2) of the {_FRAME} is not a finite 2-D grid "
+                              f"of at least 2 x 2 values (shape {allsky.shape})")
+    if xinterp.shape != (nx,) or yinterp.shape != (ny,):
+        raise FileFormatError(f"{path}: the sky interpolation vectors XINTERP {xinterp.shape}, YINTERP "
+                              f"{yinterp.shape} (HDU 2) do not match the {ny}x{nx} image")
+    return img, calib, allsky, xinterp, yinterp
 
 
 def read_sdss_frame(
@@ -238,6 +328,14 @@ def read_sdss_frame(
         ``nelec_per_nmgy`` (per pixel, = gain / calib of the column; multiply nanomaggies by it
         to get electrons), ``exptime`` (s), ``origin`` (0, 0), ``source``, ``calibration_source``,
         ``sky_interp``, ``header``.
+
+    Raises:
+        FileNotFoundError: the frame (or, without ``gain``/``dark_variance``, every calibration
+            file) is missing.
+        FileFormatError: the frame or a calibration file is not FITS, truncated or corrupt, or does
+            not hold what an SDSS file of its kind holds (HDUs 0-2, columns, shapes, positive
+            calibration), or its header's WCS is invalid; the message names the file.
+        ExtensionNotFoundError: an HDU is missing.
     """
     if isinstance(source, tuple | list):
         run, camcol, field, band = source
@@ -245,30 +343,25 @@ def read_sdss_frame(
                        download)
     else:
         path = Path(source)
-    with fits.open(path, memmap=False) as hdul:
+    with open_fits(path, what=_FRAME) as hdul:
         hdr = hdul[0].header.copy()
         m = _FRAME_RE.search(path.name)
-        run = int(hdr.get("RUN", m.group(2) if m else -1))
-        camcol = int(hdr.get("CAMCOL", m.group(3) if m else -1))
-        field = int(hdr.get("FRAME", m.group(4) if m else -1))
+        run = _header_int(hdr, "RUN", m.group(2) if m else -1, path)
+        camcol = _header_int(hdr, "CAMCOL", m.group(3) if m else -1, path)
+        field = _header_int(hdr, "FRAME", m.group(4) if m else -1, path)
         band = str(hdr.get("FILTER", m.group(1) if m else "")).strip()
+        if band not in tuple(BANDS):
+            raise FileFormatError(f"{path}: the band of the {_FRAME} (header FILTER, else the file name) is "
+                                  f"{band!r}, not one of {list(BANDS)}; is this an SDSS frame file?")
         calib_source = "arguments"
-        if gain is None or dark_variance is None:  # before decompressing the image: fail fast
+        if gain is None or dark_variance is None:  # before any pixel work: fail fast
             g, dv, calib_source = _find_calibration(path, run, camcol, field, band, psfield, photofield,
                                                     cache_dir, download)
             gain = g if gain is None else gain
             dark_variance = dv if dark_variance is None else dark_variance
         gain, dark_variance = float(gain), float(dark_variance)
-        img = np.asarray(hdul[0].data, dtype=float)
-        calib = np.asarray(hdul[1].data, dtype=float).ravel()
-        skytab = hdul[2].data
-        allsky = np.asarray(skytab["ALLSKY"][0], dtype=float)
-        xinterp = np.asarray(skytab["XINTERP"][0], dtype=float)
-        yinterp = np.asarray(skytab["YINTERP"][0], dtype=float)
+        img, calib, allsky, xinterp, yinterp = _frame_arrays(hdul, path)
     ny, nx = img.shape
-    if calib.shape != (nx,) or xinterp.shape != (nx,) or yinterp.shape != (ny,):
-        raise ValueError(f"{path}: calibration/sky vectors {calib.shape}, {xinterp.shape}, {yinterp.shape} "
-                         f"do not match the {ny}x{nx} image")
 
     sky_counts = sdss_sky(allsky, xinterp, yinterp, sky_interp)
     counts = img / calib[None, :] + sky_counts
@@ -278,13 +371,14 @@ def read_sdss_frame(
         variance = np.maximum(electrons, 0.0) + dark_variance * gain**2
     nelec = np.broadcast_to((gain / calib).astype(dtype)[None, :], (ny, nx))
     return Observation(
-        data=electrons.astype(dtype), variance=variance.astype(dtype), mask=mask, wcs=read_wcs(hdr),
+        data=electrons.astype(dtype), variance=variance.astype(dtype), mask=mask,
+        wcs=read_wcs(hdr, source=path),
         gain=gain, sky=(sky_counts * gain).astype(dtype), unit="electron",
         meta={
             "name": f"SDSS frame {band} {run}-{camcol}-{field}", "band": band, "run": run,
             "camcol": camcol, "field": field, "rerun": str(hdr.get("RERUN", RERUN)).strip(), "gain": gain,
             "dark_variance": dark_variance, "nelec_per_nmgy": nelec,
-            "exptime": float(hdr.get("EXPTIME", "nan")), "origin": (0, 0), "source": str(path),
+            "exptime": _header_float(hdr, "EXPTIME", path), "origin": (0, 0), "source": str(path),
             "calibration_source": calib_source, "sky_interp": sky_interp, "header": hdr,
         },
     )
