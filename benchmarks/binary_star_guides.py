@@ -44,7 +44,7 @@ def main():
     posts = {"NUTS": nuts}
     for guide in args.guides:
         t = time.perf_counter()
-        vi = sm.fit(z.model, data, method="svi", guide=guide, steps=args.steps, samples=4000,
+        vi = sm.fit(z.model, data, method="svi", guide=guide, num_steps=args.steps, num_draws=4000,
                     seed=args.seed, truth=truth, progress=False)
         seconds = time.perf_counter() - t
         got = _flat(vi)

@@ -168,7 +168,7 @@ def run_tutorial(telescope, data, labels, warmup: int, samples: int, seed: int) 
 # -- (b) starmodels ---------------------------------------------------------------------------
 def run_starmodels(model, data, fit_defaults: dict, warmup: int, samples: int, seed: int) -> dict:
     """``sm.fit`` with the card's NUTS settings, 2 chains in parallel."""
-    post = sm.fit(model, data, method="nuts", chains=CHAINS, warmup=warmup, samples=samples,
+    post = sm.fit(model, data, method="nuts", num_chains=CHAINS, num_warmup=warmup, num_draws=samples,
                   seed=seed, progress=False, chain_method="parallel",
                   dense_mass=fit_defaults.get("dense_mass", True), init=fit_defaults.get("init", "map"))
     m = post.meta
@@ -337,7 +337,7 @@ def main(argv=None) -> dict:
     load_start = list(os.getloadavg())  # other work on the machine skews every timing
     lib_start = library_state()
     z = sm.zoo.load("binary_star")
-    warmup = args.warmup or z.fit_defaults["warmup"]
+    warmup = args.warmup or z.fit_defaults["num_warmup"]
     model = z.model.with_noise(Poisson())
     truth_params = {k: jnp.asarray(v) for k, v in z.truth.items()}
     expected = z.model.render(truth_params)

@@ -92,7 +92,7 @@ def main():
         local = local[near]
         target = int(np.flatnonzero(np.flatnonzero(near) == i)[0])  # the target's row in ``local``
         model = star_field_model(stamp, psf, local, name=f"m2_star{k}")
-        post = sm.fit(model, stamp.data, chains=2, warmup=400, samples=600, seed=args.seed + k,
+        post = sm.fit(model, stamp.data, num_chains=2, num_warmup=400, num_draws=600, seed=args.seed + k,
                       progress=False)
         cat = star_catalog(post, stamp)
         star = cat[target]

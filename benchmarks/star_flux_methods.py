@@ -42,7 +42,7 @@ def run(datasets: int, variant: str | None, train: int, seed: int) -> dict:
 
     t0 = time.perf_counter()
     images, _ = z.simulate(seed=10_000 + seed, images=train)
-    amort = sm.train_amortized(model, images, steps=4000, batch=128, seed=seed, progress=False)
+    amort = sm.train_amortized(model, images, num_steps=4000, batch=128, seed=seed, progress=False)
     train_seconds = time.perf_counter() - t0
 
     est = {k: [] for k in ("prior mean", "sky-subtracted sum", "grid", "NUTS", "mean-field SVI",
@@ -56,12 +56,12 @@ def run(datasets: int, variant: str | None, train: int, seed: int) -> dict:
         est["sky-subtracted sum"].append((data - background).sum(axis=(1, 2)))
         runs = {
             "grid": lambda d=data, s=r: sm.fit(model, d, method="grid", seed=s),
-            "NUTS": lambda d=data, s=r: sm.fit(model, d, method="nuts", chains=2, warmup=500,
-                                               samples=1000, seed=s, progress=False),
+            "NUTS": lambda d=data, s=r: sm.fit(model, d, method="nuts", num_chains=2, num_warmup=500,
+                                               num_draws=1000, seed=s, progress=False),
             "mean-field SVI": lambda d=data, s=r: sm.fit(model, d, method="svi", guide="meanfield",
-                                                         steps=5000, samples=4000, seed=s,
+                                                         num_steps=5000, num_draws=4000, seed=s,
                                                          progress=False),
-            "amortized VI": lambda d=data, s=r: amort.posterior_for(d, samples=4000, seed=s),
+            "amortized VI": lambda d=data, s=r: amort.posterior_for(d, num_draws=4000, seed=s),
         }
         for name, fn in runs.items():
             t = time.perf_counter()
@@ -86,14 +86,14 @@ def run(datasets: int, variant: str | None, train: int, seed: int) -> dict:
 
     # throughput: amortized forward passes against per-image SVI fits (compiled, warm)
     new, _ = z.simulate(seed=99_999, images=4096)
-    amort.posterior_for(new[:256], samples=10, khat=False)  # compile the forward pass
-    post = amort.posterior_for(new, samples=10, khat=False)
+    amort.posterior_for(new[:256], num_draws=10, importance=False)  # compile the forward pass
+    post = amort.posterior_for(new, num_draws=10, importance=False)
     one = model.resize(1)
     svi_wall, svi_run = [], []
     for i in range(4):  # every fit call traces and compiles its own program: report both
         t = time.perf_counter()
-        fitted = sm.fit(one, new[i:i + 1], method="svi", guide="meanfield", steps=5000, seed=i,
-                        restarts=1, progress=False)
+        fitted = sm.fit(one, new[i:i + 1], method="svi", guide="meanfield", num_steps=5000, seed=i,
+                        num_restarts=1, progress=False)
         svi_wall.append(time.perf_counter() - t)
         svi_run.append(svi_wall[-1] - fitted.meta["compile_seconds"])
     per_image_svi = float(np.median(svi_run))

@@ -4,14 +4,17 @@
 into an astropy ``Table``: per star, posterior mean, sd and central interval of
 the flux (electrons, nanomaggies, AB-like magnitudes ``22.5 - 2.5 log10(nMgy)``)
 and of the position (0-based pixels of the observation and of its parent frame,
-RA/Dec through the WCS). Write it with ``table.write("cat.ecsv")`` or ``.fits``.
+RA/Dec through the WCS). Write it with :func:`write_catalog` (ECSV or FITS, atomically).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from astropy.table import Table
 
+from starmodels.atomic import atomic_path
 from starmodels.io import write_image
 
 NMGY_ZERO_POINT = 22.5  # magnitude of 1 nanomaggy
@@ -80,6 +83,19 @@ def star_catalog(post, obs, prob: float = 0.94) -> Table:
     t.meta.update({"interval": prob, "method": post.method, "band": obs.meta.get("band", ""),
                    "origin": list(obs.meta.get("origin", (0, 0)))})
     return t
+
+
+def write_catalog(table: Table, path, overwrite: bool = True) -> Path:
+    """Write a catalog atomically (format from the suffix: ``.ecsv``, ``.fits``, ``.csv``); its path."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    fmt = {".ecsv": "ascii.ecsv", ".fits": "fits", ".csv": "ascii.csv"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"catalog file {path}: suffix must be .ecsv, .fits or .csv")
+    with atomic_path(path) as tmp:
+        table.write(tmp, format=fmt)
+    return path
 
 
 def write_model_images(path, model, obs, params, overwrite: bool = True):

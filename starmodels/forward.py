@@ -21,16 +21,20 @@ from starmodels.component import Component
 from starmodels.detectors import PixelDetector
 from starmodels.noise import NoiseModel
 from starmodels.optics import TelescopeOptics
-from starmodels.priors import sample_param
+from starmodels.priors import latent_site, sample_param, to_latent
+from starmodels.protocol import DataError, Site, numeric_data
 
 ROLES = ("source", "optics", "detector", "noise")
-
-
-class DataError(ValueError):
-    """The data cannot be fitted by this model; the message lists every problem."""
+__all__ = ["DataError", "ForwardModel", "ROLES"]
 
 
 class ForwardModel(eqx.Module):
+    """One image: a source seen through optics, read by a detector, compared with data by a noise model.
+
+    Satisfies :class:`starmodels.protocol.Model`. Sites are named
+    ``role.param``; data are counts per pixel of shape :attr:`shape`.
+    """
+
     source: Component
     optics: TelescopeOptics
     detector: PixelDetector
@@ -50,6 +54,7 @@ class ForwardModel(eqx.Module):
 
     # -- parameters -------------------------------------------------------
     def components(self) -> dict[str, Component]:
+        """The four components by role: source, optics, detector, noise."""
         return {r: getattr(self, r) for r in ROLES}
 
     def priors(self) -> dict[str, dist.Distribution]:
@@ -57,11 +62,43 @@ class ForwardModel(eqx.Module):
         return {f"{r}.{k}": v for r, c in self.components().items() for k, v in c.priors().items()}
 
     def fixed(self) -> dict[str, jnp.ndarray]:
+        """Fixed parameters by full site name, in their physical units."""
         return {f"{r}.{k}": v for r, c in self.components().items() for k, v in c.fixed().items()}
 
     def labels(self) -> dict[str, list]:
         """Element labels of vector sites, e.g. ``{"optics.zernike": [4, ..., 10]}``."""
         return {f"{r}.{k}": v for r, c in self.components().items() for k, v in c.labels().items()}
+
+    def sites(self) -> dict[str, Site]:
+        """The sampled sites in program order (the model protocol)."""
+        labels = self.labels()
+        out = {}
+        for name, prior in self.priors().items():
+            latent, support = latent_site(name, prior)
+            shape = tuple(prior.batch_shape) + tuple(prior.event_shape)
+            lab = labels.get(name)
+            out[name] = Site(name, latent, shape, support,
+                             tuple(lab) if lab is not None and len(shape) == 1 else None,
+                             lambda v, p=prior: to_latent(p, v))
+        return out
+
+    def alternate_modes(self, params: Mapping[str, Any]) -> dict[str, dict]:
+        """Physical values related to ``params`` by known near-symmetries of the likelihood, by name.
+
+        Each component may declare some (e.g. the optics' sign flip of the
+        point-symmetric Zernike terms); only those touching sampled sites count.
+        """
+        out = {}
+        sampled = self.priors()
+        for role, comp in self.components().items():
+            modes = getattr(comp, "alternate_modes", None)
+            if modes is None:
+                continue
+            local = {k: params[f"{role}.{k}"] for k in comp.param_names if f"{role}.{k}" in sampled}
+            for name, changed in modes(local).items():
+                if changed:
+                    out[f"{role}.{name}"] = {**params, **{f"{role}.{k}": v for k, v in changed.items()}}
+        return out
 
     def _replace(self, values: Mapping[str, Any]) -> ForwardModel:
         model = self
@@ -86,11 +123,13 @@ class ForwardModel(eqx.Module):
         return self._replace(values)
 
     def with_noise(self, noise: NoiseModel) -> ForwardModel:
+        """Copy with another noise model (likelihood), e.g. ``Poisson()`` or ``Gaussian(sigma)``."""
         return eqx.tree_at(lambda m: m.noise, self, noise)
 
     # -- forward pass -----------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
+        """Shape (ny, nx) of the data this model explains, in detector pixels."""
         return self.detector.shape
 
     def _local(self, role: str, params: Mapping[str, Any]) -> dict:
@@ -113,7 +152,7 @@ class ForwardModel(eqx.Module):
         return self.detector.apply(image, self._local("detector", params))
 
     def sample_params(self) -> dict:
-        """Sample every free parameter (inside a NumPyro program)."""
+        """Sample every free parameter (inside a NumPyro program); physical values by site name."""
         return {name: sample_param(name, prior) for name, prior in self.priors().items()}
 
     def __call__(self, data=None):
@@ -122,13 +161,17 @@ class ForwardModel(eqx.Module):
         mu = self.render(params)
         return self.noise.observe(mu, data, self._local("noise", params))
 
+    def log_likelihood(self, params: Mapping[str, Any], data) -> jnp.ndarray:
+        """Per-pixel log-likelihood (ny, nx) of ``data`` at physical ``params`` (0 on masked pixels)."""
+        return self.noise.log_prob(self.render(params), data, self._local("noise", params))
+
     # -- data -------------------------------------------------------------
     def check_data(self, data) -> np.ndarray:
         """Validate ``data`` for this model; raise :class:`DataError` listing every problem.
 
         Returns the data as float array with masked pixels filled, ready to fit.
         """
-        arr = np.asarray(data, dtype=float)
+        arr = numeric_data(data, self.name)
         problems = []
         if arr.shape != self.shape:
             problems.append(f"data shape {arr.shape} != model image shape {self.shape}")
@@ -141,7 +184,17 @@ class ForwardModel(eqx.Module):
         return self.noise.fill(arr)
 
     def simulate(self, params: Mapping[str, Any], seed: int = 0) -> np.ndarray:
-        """Noisy data drawn from the model at ``params`` (physical units)."""
-        mu = self.render({**{k: jnp.asarray(v) for k, v in params.items()}})
-        noise_p = self._local("noise", params)
-        return np.asarray(self.noise.simulate(jax.random.PRNGKey(seed), mu, noise_p), dtype=float)
+        """Noisy data (counts per pixel) drawn from the model at ``params`` (physical units)."""
+        return simulate(self, params, seed)
+
+
+@eqx.filter_jit
+def _simulate(model, params, key):
+    mu = model.render(params)
+    return model.noise.simulate(key, mu, model._local("noise", params))
+
+
+def simulate(model, params: Mapping[str, Any], seed: int = 0) -> np.ndarray:
+    """Noisy data from ``model`` (ForwardModel or ImagePlate) at physical ``params``; one compiled call."""
+    params = {k: jnp.asarray(v, dtype=float) for k, v in params.items()}
+    return np.asarray(_simulate(model, params, jax.random.PRNGKey(seed)), dtype=float)

@@ -8,6 +8,8 @@ seeing-limited ground-based data and toy PSFs use the same forward model.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 
 import dLux.utils as dlu
 import jax
@@ -135,11 +137,17 @@ class ImagePSF(Component):
                  npixels: int | None = None, negative: str = "raise"):
         super().__init__({})
         arr, problems = _psf_problems(psf, negative)
+        def _int(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+        if not (isinstance(pixel_scale, numbers.Real) and not isinstance(pixel_scale, bool)
+                and math.isfinite(pixel_scale) and pixel_scale > 0):
+            problems.append(f"pixel_scale must be a finite number > 0 (arcsec), got {pixel_scale!r}")
+        if not _int(oversample) or (npixels is not None and not _int(npixels)):
+            problems.append(f"oversample and npixels must be integers >= 1, got {oversample!r}, {npixels!r}")
         square = arr is not None and arr.ndim == 2 and arr.shape[0] == arr.shape[1]
-        if square and npixels is None and oversample >= 1 and arr.shape[0] % oversample:
+        if square and npixels is None and _int(oversample) and arr.shape[0] % oversample:
             problems.append(f"PSF size {arr.shape[0]} is not a multiple of oversample {oversample}")
-        if pixel_scale <= 0 or oversample < 1 or (npixels is not None and npixels < 1):
-            problems.append("pixel_scale must be > 0, oversample >= 1 and npixels >= 1")
         if shift not in SHIFTS:
             problems.append(f"shift must be one of {SHIFTS}, got {shift!r}")
         if negative not in NEGATIVE:

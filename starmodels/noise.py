@@ -67,12 +67,16 @@ class NoiseModel(Component):
         return numpyro.sample("obs", d.to_event(mu.ndim if event_ndim is None else event_ndim), obs=data)
 
     def log_prob(self, mu, data, p: dict | None = None) -> jnp.ndarray:
-        """Per-pixel log-likelihood (0 for masked pixels)."""
+        """Per-pixel log-likelihood of ``data`` given expected counts ``mu`` (0 where masked); jittable."""
         p = {**self.fixed(), **(p or {})}
-        lp = self.distribution(mu, p).log_prob(jnp.asarray(self.fill(np.asarray(data))))
+        data = jnp.asarray(data)
+        if self.mask is not None:
+            data = jnp.where(self.mask, data, 0.0)
+        lp = self.distribution(mu, p).log_prob(data)
         return lp if self.mask is None else jnp.where(self.mask, lp, 0.0)
 
     def simulate(self, key, mu, p: dict | None = None) -> jnp.ndarray:
+        """Noisy data (counts) drawn around expected counts ``mu`` with PRNG ``key``."""
         p = {**self.fixed(), **(p or {})}
         return self.distribution(mu, p).sample(key)
 
@@ -99,6 +103,7 @@ class Poisson(NoiseModel):
         return out
 
     def distribution(self, mu, p):
+        """Per-pixel Poisson distribution of counts with mean ``mu`` (counts)."""
         return PoissonCounts(jnp.clip(mu, 1e-10))
 
 
@@ -114,6 +119,7 @@ class PoissonCounts(dist.Poisson):
     """
 
     def log_prob(self, value):
+        """Log-probability of counts ``value`` (float32-accurate at high counts; see the class)."""
         k, mu = value, self.rate
         pos = k > 0
         safe_k = jnp.where(pos, k, 1.0)
@@ -132,7 +138,12 @@ class Gaussian(NoiseModel):
     def __init__(self, sigma, mask=None):
         super().__init__({})
         self._set_mask(mask)
-        self.sigma = jnp.asarray(sigma, float)
+        try:
+            arr = np.asarray(sigma, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"Gaussian noise: sigma must be a number or a map of numbers (counts), got "
+                             f"{sigma!r}") from None
+        self.sigma = jnp.asarray(arr)
 
     def _value_problems(self, data, use):
         out = []
@@ -146,6 +157,7 @@ class Gaussian(NoiseModel):
         return out
 
     def distribution(self, mu, p):
+        """Per-pixel Normal(mu, sigma) (counts); masked pixels get sigma 1 (they carry no weight)."""
         sigma = self.sigma if self.mask is None else jnp.where(self.mask, self.sigma, 1.0)
         return dist.Normal(mu, sigma)
 
@@ -168,6 +180,7 @@ class PoissonGaussian(NoiseModel):
             raise ValueError(f"read_sigma must be positive, got {float(fixed)}")
 
     def distribution(self, mu, p):
+        """Per-pixel Normal(mu, sqrt(mu + read_sigma^2)) (counts): the CCD approximation."""
         return dist.Normal(mu, jnp.sqrt(jnp.clip(mu, 0.0) + p["read_sigma"] ** 2))
 
     def simulate(self, key, mu, p: dict | None = None) -> jnp.ndarray:

@@ -10,7 +10,9 @@ construction with ``dLux.utils``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import numbers
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import dLux as dl
@@ -19,8 +21,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 
 from starmodels.component import Component
+from starmodels.priors import prior_from_spec
 
 _APERTURE_OVERSAMPLE = 5  # sub-pixels per pupil pixel when anti-aliasing the aperture edge
 
@@ -163,11 +167,28 @@ class TelescopeOptics(Component):
         default equal), spider_width (m, 0 for none), spider_angles (degrees,
         one per arm).
         """
+        problems = []
+        if isinstance(zernike, Mapping):  # a card's prior spec
+            zernike = prior_from_spec(zernike, "optics.zernike")
+        given = (tuple(zernike.batch_shape) + tuple(zernike.event_shape)
+                 if isinstance(zernike, dist.Distribution) else np.shape(zernike))
+        if given != (len(tuple(noll)),):  # before any array work
+            raise ValueError(f"optics.zernike needs {len(tuple(noll))} values (Noll {list(noll)}), got "
+                             f"shape {given}")
         super().__init__({"zernike": zernike})
-        if diameter <= 0 or pixel_scale <= 0:
-            raise ValueError("diameter and pixel_scale must be positive")
-        if spider_angles and spider_width <= 0:
-            raise ValueError("spider_angles given but spider_width is not positive")
+        for label, v in (("diameter", diameter), ("pixel_scale", pixel_scale)):
+            if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+                problems.append(f"{label} must be a finite number > 0, got {v!r}")
+        try:
+            wl_nm = np.asarray(wavelengths_nm, float)
+        except (TypeError, ValueError):
+            wl_nm = np.array([np.nan])
+        if wl_nm.ndim != 1 or wl_nm.size == 0 or not np.all(np.isfinite(wl_nm) & (wl_nm > 0)):
+            problems.append(f"wavelengths_nm must be finite wavelengths > 0 (nm), got {wavelengths_nm!r}")
+        if spider_angles and not spider_width > 0:
+            problems.append("spider_angles given but spider_width is not positive")
+        if problems:
+            raise ValueError("TelescopeOptics: " + "; ".join(problems))
         self.noll = tuple(int(j) for j in noll)
         # numpy in JAX's float dtype: the values jnp would give, without eager XLA ops
         dtype = jax.dtypes.canonicalize_dtype(np.float64)
@@ -175,14 +196,7 @@ class TelescopeOptics(Component):
         w = np.ones_like(wl) if weights is None else np.asarray(weights, dtype)
         if w.shape != wl.shape or bool(np.any(w < 0)):
             raise ValueError("weights must be non-negative, one per wavelength")
-        prior_shape = np.shape(self.fixed().get("zernike", np.zeros(len(self.noll))))
-        for d in self.priors().values():
-            prior_shape = d.batch_shape
-        if prior_shape != (len(self.noll),):
-            raise ValueError(
-                f"optics.zernike needs {len(self.noll)} values (Noll {list(self.noll)}), "
-                f"got shape {prior_shape}"
-            )
+
         spider = bool(spider_width > 0 and len(spider_angles) > 0)
         arrays = _construction_arrays(
             float(diameter), float(spider_width), np.asarray(spider_angles, float).reshape(-1),
@@ -218,6 +232,23 @@ class TelescopeOptics(Component):
     def labels(self) -> dict[str, list]:
         """Noll index of each ``zernike`` element."""
         return {"zernike": list(self.noll)}
+
+    def alternate_modes(self, p: dict) -> dict[str, dict]:
+        """Aberrations that give (nearly) the same image: the sign of the point-symmetric terms flipped.
+
+        Zernike terms of even azimuthal order m (defocus, astigmatism,
+        spherical, ...) are symmetric under a 180-degree rotation. Through a
+        pupil with that symmetry their first-order effect on the PSF
+        vanishes, so the data fix their sign only through the pupil's
+        asymmetries (a single spider arm) and second-order terms: a mode
+        search must check the flipped signs too. ``p["zernike"]`` in nm.
+        """
+        if "zernike" not in p or not self.noll:
+            return {}
+        even = np.array([_noll_indices(j)[1] % 2 == 0 for j in self.noll])
+        if not even.any():
+            return {}
+        return {"zernike_even_sign": {"zernike": p["zernike"] * jnp.asarray(np.where(even, -1.0, 1.0))}}
 
     def pupil(self, p: dict) -> jnp.ndarray:
         """Complex pupil field (L, wf_npixels, wf_npixels) per wavelength, on axis.

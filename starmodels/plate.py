@@ -20,8 +20,9 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from starmodels.forward import DataError, ForwardModel
+from starmodels.forward import ForwardModel, simulate
 from starmodels.priors import sample_param
+from starmodels.protocol import Blocks, DataError, Site, numeric_data
 
 PLATE = "image"
 
@@ -53,14 +54,17 @@ class ImagePlate(eqx.Module):
     # -- the ForwardModel interface ----------------------------------------
     @property
     def name(self) -> str:
+        """The one-image model's name."""
         return self.model.name
 
     @property
     def noise(self):
+        """The one-image model's noise model (likelihood), applied to every image."""
         return self.model.noise
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Data shape (images, ny, nx), pixels."""
         return (self.n, *self.model.shape)
 
     def priors(self) -> dict[str, dist.Distribution]:
@@ -72,20 +76,44 @@ class ImagePlate(eqx.Module):
         return [k for k in self.priors() if k not in self.local]
 
     def fixed(self) -> dict[str, jnp.ndarray]:
+        """Fixed parameters by site name (common to every image)."""
         return self.model.fixed()
 
     def labels(self) -> dict[str, list]:
+        """Element labels of vector sites; a local scalar site is labelled by image index."""
         labels = self.model.labels()
         return {**labels, **{k: list(range(self.n)) for k in self.local if k not in labels}}
+
+    def sites(self) -> dict[str, Site]:
+        """Sampled sites in program order; a local site carries a leading image axis (the protocol)."""
+        out = {}
+        for name, site in self.model.sites().items():
+            if name in self.local:
+                labels = site.labels if site.shape else tuple(range(self.n))
+                site = Site(name, site.latent, (self.n, *site.shape), site.support,
+                            labels if len(site.shape) == 0 else None, site.to_latent)
+            out[name] = site
+        return out
+
+    def blocks(self) -> Blocks:
+        """Each image is a block; blocks are independent when no sampled site is shared."""
+        return Blocks(self.n, self.resize, tuple(self.shared()), PLATE)
+
+    def alternate_modes(self, params: Mapping[str, Any]) -> dict[str, dict]:
+        """Known near-symmetries: those of the one-image model, on shared sites only."""
+        modes = self.model.alternate_modes(params)
+        return {name: p for name, p in modes.items() if all(p[k] is params[k] for k in self.local)}
 
     def resize(self, n: int) -> ImagePlate:
         """The same plate for ``n`` images."""
         return ImagePlate(self.model, self.local, n)
 
     def with_priors(self, priors: Mapping[str, Any]) -> ImagePlate:
+        """Copy with priors replaced by site name (a local site's prior applies to each image)."""
         return ImagePlate(self.model.with_priors(priors), self.local, self.n)
 
     def with_fixed(self, values: Mapping[str, Any]) -> ImagePlate:
+        """Copy with the named (shared) parameters held at fixed values."""
         return ImagePlate(self.model.with_fixed(values), self.local, self.n)
 
     # -- forward pass -----------------------------------------------------
@@ -96,6 +124,7 @@ class ImagePlate(eqx.Module):
         return jax.vmap(lambda loc: self.model.render({**shared, **loc}))(local)
 
     def sample_params(self) -> dict:
+        """Sample shared sites, then local sites inside the image plate; physical values by site."""
         priors = self.priors()
         out = {k: sample_param(k, priors[k]) for k in self.shared()}
         with numpyro.plate(PLATE, self.n, dim=-1):
@@ -103,15 +132,23 @@ class ImagePlate(eqx.Module):
         return out
 
     def __call__(self, data=None):
+        """The NumPyro program: shared priors, per-image priors in the plate, likelihood site ``obs``."""
         params = self.sample_params()
         mu = self.render(params)
         with numpyro.plate(PLATE, self.n, dim=-1):
-            return self.noise.observe(mu, data, self.model._local("noise", params), event_ndim=2)
+            return self.noise.observe(mu, data, self._local("noise", params), event_ndim=2)
+
+    def _local(self, role: str, params: Mapping[str, Any]) -> dict:
+        return self.model._local(role, params)
+
+    def log_likelihood(self, params: Mapping[str, Any], data) -> jnp.ndarray:
+        """Per-pixel log-likelihood (n, ny, nx) of the images at physical ``params``."""
+        return self.noise.log_prob(self.render(params), data, self._local("noise", params))
 
     # -- data -------------------------------------------------------------
     def check_data(self, data) -> np.ndarray:
         """Validate a stack of images; raise :class:`DataError` listing every problem."""
-        arr = np.asarray(data, dtype=float)
+        arr = numeric_data(data, self.name)
         if arr.shape != self.shape:
             raise DataError(f"cannot fit {self.name!r}: data shape {arr.shape} != plate shape "
                             f"{self.shape} (images, ny, nx)")
@@ -122,6 +159,4 @@ class ImagePlate(eqx.Module):
 
     def simulate(self, params: Mapping[str, Any], seed: int = 0) -> np.ndarray:
         """Noisy images (n, ny, nx) at ``params`` (local values with a leading image axis)."""
-        mu = self.render({k: jnp.asarray(v) for k, v in params.items()})
-        noise_p = self.model._local("noise", params)
-        return np.asarray(self.noise.simulate(jax.random.PRNGKey(seed), mu, noise_p), dtype=float)
+        return simulate(self, params, seed)

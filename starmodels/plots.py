@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import equinox as eqx
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from chainconsumer import Chain, ChainConsumer, PlotConfig, Truth
 
+from starmodels.atomic import atomic_path
 from starmodels.diagnostics import flat_truth
 from starmodels.results import Posterior
 
@@ -28,16 +30,35 @@ def _named(posteriors) -> dict[str, Posterior]:
     return out
 
 
+def _select(flat: dict, params, label: str) -> dict:
+    """The flat parameters named by ``params``: whole sites (``optics.zernike``) or elements."""
+    if params is None:
+        return flat
+    out, missing = {}, []
+    for p in params:
+        hits = [k for k in flat if k == p or k.startswith(p + "[")]
+        if not hits:
+            missing.append(p)
+        out.update({k: flat[k] for k in hits})
+    if missing:
+        raise KeyError(f"{label}: no parameters {missing}; it has {sorted(flat)}")
+    return out
+
+
 def corner(posteriors: Posterior | Sequence[Posterior] | Mapping[str, Posterior], *,
            truth: Mapping | None = None, params: Sequence[str] | None = None, path=None,
            max_draws: int = 4000, seed: int = 0):
-    """Corner plot with chainconsumer: vector sites flattened (``optics.zernike[4]``).
+    """Corner plot with chainconsumer of every parameter, vector sites element by element.
 
     ``posteriors`` is one Posterior, a list, or a dict label -> Posterior
-    (overlaid with a legend). ``truth`` defaults to the truth stored in the
-    first posterior's metadata. ``params`` selects flat parameter names.
-    At most ``max_draws`` draws per posterior are drawn (thinned at random
-    with ``seed``). Writes a PNG if ``path`` is given; returns the figure.
+    (overlaid with a legend). Vector elements are labelled with their index
+    labels (``optics.zernike[4]`` for Noll 4); names are printed as they are
+    (no TeX). ``params`` selects by site name (every element of a vector) or
+    element name. ``truth`` defaults to the truth stored in the first
+    posterior. At most ``max_draws`` draws per posterior are drawn (thinned
+    at random with ``seed``). Writes a PNG (atomically) if ``path`` is given;
+    returns the figure. A single posterior's diagonal panels are titled
+    with its mean and sd.
     """
     named = _named(posteriors)
     if not named:
@@ -45,13 +66,10 @@ def corner(posteriors: Posterior | Sequence[Posterior] | Mapping[str, Posterior]
     c = ChainConsumer()
     rng = np.random.default_rng(seed)
     first = next(iter(named.values()))
+    columns = None
     for (label, post), colour in zip(named.items(), _COLOURS * 4, strict=False):
-        flat = post.flat_draws()
-        if params is not None:
-            missing = [p for p in params if p not in flat]
-            if missing:
-                raise KeyError(f"{label}: no parameters {missing}; it has {sorted(flat)}")
-            flat = {p: flat[p] for p in params}
+        flat = _select(post.flat_draws(), params, label)
+        columns = columns or list(flat)
         df = pd.DataFrame({k: v.ravel() for k, v in flat.items()})
         if len(df) > max_draws:
             df = df.iloc[np.sort(rng.choice(len(df), max_draws, replace=False))]
@@ -59,20 +77,33 @@ def corner(posteriors: Posterior | Sequence[Posterior] | Mapping[str, Posterior]
                           shade_alpha=0.25))
     truth = truth if truth is not None else first.meta.get("truth")
     if truth is not None:
-        loc = flat_truth(truth, first.meta.get("labels", {}))
-        if params is not None:
-            loc = {k: v for k, v in loc.items() if k in params}
+        loc = {k: v for k, v in flat_truth(truth, first.meta.get("labels", {})).items() if k in columns}
         c.add_truth(Truth(location=loc, color="black"))
-    c.set_plot_config(PlotConfig(max_ticks=3, spacing=1.0, tick_font_size=8, label_font_size=10))
+    # summaries off: chainconsumer writes them as TeX ($name = ...$), printing log_flux as log subscript flux
+    c.set_plot_config(PlotConfig(max_ticks=3, spacing=1.0, tick_font_size=8, label_font_size=10,
+                                 summarise=False, usetex=False))
     fig = c.plotter.plot()
+    if len(named) == 1:
+        n = len(columns)
+        flat = first.flat_draws()
+        grid = np.array(fig.axes).reshape(n, n) if len(fig.axes) == n * n else None
+        for i, name in enumerate(columns if grid is not None else []):
+            x = flat[name].ravel()
+            grid[i, i].set_title(f"{name}\n{x.mean():.4g} ± {x.std(ddof=1):.3g}", fontsize=8)
     if path is not None:
-        fig.savefig(path, dpi=90, bbox_inches="tight")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
     return fig
+
+
+@eqx.filter_jit
+def _render(model, params):
+    return model.render(params)
 
 
 def residuals(model, data, params: Mapping, *, path=None, title: str | None = None):
     """Data, model at ``params`` and normalised residual (data - model) / sd, side by side."""
-    mu = np.asarray(model.render({k: jnp.asarray(v) for k, v in params.items()}))
+    mu = np.asarray(_render(model, {k: jnp.asarray(v) for k, v in params.items()}))
     data = np.asarray(data, float)
     if data.ndim == 3:  # a plate of images: show the first
         title = f"{title or model.name}, image 0 of {data.shape[0]}"
@@ -95,5 +126,6 @@ def residuals(model, data, params: Mapping, *, path=None, title: str | None = No
     chi2 = np.nansum(resid**2) / max(int(use.sum()), 1)
     fig.suptitle(f"{title or model.name}: chi2/pixel = {chi2:.2f}")
     if path is not None:
-        fig.savefig(path, dpi=90)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
     return fig

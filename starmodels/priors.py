@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from numpyro.distributions import constraints
 
 BASE_SUFFIX = "_base"
 
@@ -34,7 +36,7 @@ def prior_from_spec(spec: Mapping[str, Any] | dist.Distribution, name: str = "?"
     A numpyro distribution passes through unchanged.
     """
     if isinstance(spec, dist.Distribution):
-        return spec
+        return check_prior(spec, name)
     spec = dict(spec)
     family = spec.pop("dist", None)
     if family not in _FAMILIES:
@@ -48,7 +50,47 @@ def prior_from_spec(spec: Mapping[str, Any] | dist.Distribution, name: str = "?"
         raise ValueError(
             f"prior for {name!r} ({family}): needs {list(args)}; missing {missing}, unexpected {extra}"
         )
-    return cls(*(jnp.asarray(spec[a], dtype=float) for a in args))
+    try:
+        values = [jnp.asarray(spec[a], dtype=float) for a in args]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"prior for {name!r} ({family}): arguments must be numbers or lists of "
+                         f"numbers ({err})") from None
+    try:
+        prior = cls(*values, validate_args=False)  # our check below names the site
+    except ValueError as err:  # families that build other distributions inside still validate those
+        raise ValueError(f"prior for {name!r} ({family}): {err}") from None
+    return check_prior(prior, name)
+
+
+def check_prior(prior: dist.Distribution, name: str = "?") -> dist.Distribution:
+    """Return ``prior`` if its parameters are valid (finite, in range, non-empty support); else ValueError.
+
+    numpyro does not validate distribution arguments by default, so a
+    ``Uniform(1, 0)`` or a ``Normal(0, -1)`` would otherwise give NaN
+    posteriors long after the fit started.
+    """
+    if not isinstance(prior, dist.Distribution):
+        raise TypeError(f"prior for {name!r} must be a numpyro distribution, got {type(prior).__name__}")
+    problems = []
+    for arg, constraint in getattr(prior, "arg_constraints", {}).items():
+        value = getattr(prior, arg, None)
+        if value is None or not hasattr(value, "shape") and not isinstance(value, int | float):
+            continue
+        arr = np.asarray(value)
+        if not np.issubdtype(arr.dtype, np.number):
+            continue
+        if not np.all(np.isfinite(arr)):
+            problems.append(f"{arg} is not finite ({arr.tolist()})")
+        elif not isinstance(constraint, constraints._Dependent) and not np.all(np.asarray(constraint(arr))):
+            problems.append(f"{arg} = {arr.tolist()} is outside {constraint}")
+    for lo, hi in (("low", "high"),):
+        if hasattr(prior, lo) and hasattr(prior, hi):
+            low, high = np.asarray(getattr(prior, lo)), np.asarray(getattr(prior, hi))
+            if np.any(low >= high):
+                problems.append(f"empty support: {lo} = {low.tolist()} >= {hi} = {high.tolist()}")
+    if problems:
+        raise ValueError(f"prior for {name!r} ({type(prior).__name__}): " + "; ".join(problems))
+    return prior
 
 
 def _standard_form(prior: dist.Distribution):
@@ -82,27 +124,34 @@ def sample_param(name: str, prior: dist.Distribution):
     return numpyro.deterministic(name, to_physical(z))
 
 
+_STANDARD_SUPPORT = {dist.Normal: constraints.real, dist.LogNormal: constraints.real,
+                     dist.Uniform: constraints.unit_interval}
+
 
 def latent_site(name: str, prior: dist.Distribution):
-    """The sample site that carries parameter ``name`` and its support: ``(site, constraint)``."""
-    standard = _standard_form(prior)
-    if standard is None:
-        return name, prior.support
-    return name + BASE_SUFFIX, standard[0].support
+    """The sample site that carries parameter ``name`` and its support: ``(site, constraint)``.
 
-
-def physical_values(model, latents: Mapping[str, Any], constrained: bool = False) -> dict:
-    """Physical values of every sampled site of ``model`` from its latent sites.
-
-    ``latents`` are unconstrained (as samplers and grids see them) unless
-    ``constrained`` (values in each latent's support, as guides return them).
+    Pure Python (no array work), so model descriptions are free to build.
     """
-    if constrained:
-        from numpyro import handlers
+    support = _STANDARD_SUPPORT.get(type(prior))
+    if support is None:
+        return name, prior.support
+    return name + BASE_SUFFIX, support
 
-        tr = handlers.trace(handlers.substitute(model.sample_params, data=dict(latents))).get_trace()
-        return {k: tr[k]["value"] for k in model.priors()}
-    from numpyro.infer.util import constrain_fn
 
-    values = constrain_fn(model.sample_params, (), {}, latents, return_deterministic=True)
-    return {k: values[k] for k in model.priors()}
+def to_latent(prior: dist.Distribution, value):
+    """The value of the latent sample site (in its support) that gives physical ``value``.
+
+    The inverse of :func:`sample_param`'s map: ``(x - loc) / scale`` for a
+    Normal, ``(log x - loc) / scale`` for a LogNormal, ``(x - low) / (high - low)``
+    for a Uniform, the value itself otherwise.
+    """
+    x = jnp.asarray(value)
+    if type(prior) is dist.Normal:
+        return (x - prior.loc) / prior.scale
+    if type(prior) is dist.LogNormal:
+        base = prior.base_dist
+        return (jnp.log(x) - base.loc) / base.scale
+    if type(prior) is dist.Uniform:
+        return (x - prior.low) / (prior.high - prior.low)
+    return x

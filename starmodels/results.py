@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
+from starmodels.atomic import ResultError, atomic_path, check_manifest, write_manifest
 from starmodels.diagnostics import (
     KHAT_BAD,
     KHAT_GOOD,
@@ -23,6 +24,7 @@ from starmodels.diagnostics import (
 )
 
 _META_KEY = "starmodels_meta"
+POSTERIOR_FILE, SUMMARY_FILE = "posterior.nc", "summary.csv"
 log = logging.getLogger("starmodels")
 
 
@@ -65,10 +67,12 @@ class Posterior:
     # -- access -----------------------------------------------------------
     @property
     def method(self) -> str:
+        """The inference method that made the draws (``nuts``, ``svi``, ``grid``, ``amortized``)."""
         return self.meta.get("method", "?")
 
     @property
     def param_names(self) -> list[str]:
+        """Site names of the posterior draws, in program order."""
         return list(self.idata.posterior.data_vars)
 
     def draws(self) -> dict[str, np.ndarray]:
@@ -89,6 +93,7 @@ class Posterior:
 
     @property
     def divergences(self) -> int:
+        """Divergent transitions after warmup (MCMC; 0 otherwise)."""
         ss = getattr(self.idata, "sample_stats", None)
         if ss is None or "diverging" not in ss:
             return 0
@@ -97,6 +102,7 @@ class Posterior:
     # -- reporting --------------------------------------------------------
     @property
     def is_mcmc(self) -> bool:
+        """True for Markov chain draws (NUTS): r_hat and ESS apply."""
         return self.method == "nuts"
 
     def summary(self, hdi_prob: float = 0.94, warn: bool = True) -> pd.DataFrame:
@@ -141,22 +147,58 @@ class Posterior:
         return truth_table(self.flat_draws(), flat_truth(truth, self.meta.get("labels", {})), prob)
 
     def __repr__(self) -> str:
-        m = self.meta
-        return (f"Posterior({m.get('model', '?')}, method={self.method}, chains={m.get('chains')}, "
-                f"draws={m.get('samples')}, params={self.param_names})")
+        post = self.idata.posterior if self.idata is not None else None
+        shape = "" if post is None else f", chains={post.sizes['chain']}, draws={post.sizes['draw']}"
+        model = self.meta.get("model", "?")
+        return f"Posterior({model}, method={self.method}{shape}, params={self.param_names})"
 
     # -- persistence ------------------------------------------------------
     def to_netcdf(self, path) -> Path:
-        """Write everything (draws, sample stats, data, metadata) to one NetCDF file."""
+        """Write everything (draws, sample stats, data, metadata) to one NetCDF file, atomically.
+
+        The file is written under a temporary name and renamed into place, so
+        an interrupted write leaves the previous file (or none), never a partial one.
+        """
         path = Path(path)
         idata = self.idata.copy()
         idata.posterior.attrs[_META_KEY] = json.dumps(self.meta, default=_json_default)
-        idata.to_netcdf(str(path))
+        with atomic_path(path) as tmp:
+            idata.to_netcdf(str(tmp))
         return path
 
     @classmethod
     def from_netcdf(cls, path) -> Posterior:
-        idata = az.from_netcdf(str(path))
-        meta = json.loads(idata.posterior.attrs.pop(_META_KEY, "{}"))
+        """Read a file written by :meth:`to_netcdf`; ``ResultError`` if it is missing or not one."""
+        path = Path(path)
+        if not path.is_file():
+            raise ResultError(f"no result file {path}")
+        try:
+            idata = az.from_netcdf(str(path))
+            meta = json.loads(idata.posterior.attrs.pop(_META_KEY))
+        except (OSError, KeyError, ValueError, AttributeError) as err:
+            raise ResultError(f"{path} is not a complete starmodels result ({type(err).__name__}: {err})") \
+                from None
         return cls(idata=idata, meta=meta)
+
+    def save(self, folder, extra: Sequence[str] = ()) -> Path:
+        """Write ``posterior.nc`` and ``summary.csv`` to ``folder``, then its manifest (last).
+
+        ``extra`` names further files already written to the folder (plots,
+        catalogs) for the manifest. Every file is written atomically.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.to_netcdf(folder / POSTERIOR_FILE)
+        with atomic_path(folder / SUMMARY_FILE) as tmp:
+            self.summary(warn=False).to_csv(tmp)
+        files = [POSTERIOR_FILE, SUMMARY_FILE, *extra]
+        write_manifest(folder, files, {"model": self.meta.get("model"), "method": self.method})
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> Posterior:
+        """Read a result folder written by :meth:`save`, after checking it against its manifest."""
+        folder = Path(folder)
+        check_manifest(folder)
+        return cls.from_netcdf(folder / POSTERIOR_FILE)
 

@@ -24,6 +24,7 @@ class PointSource(Component):
     param_names = ("x", "y", "log_flux")
 
     def positions_fluxes(self, p: dict):
+        """Positions (n, 2) in radians (x, y) and fluxes (n,) in photons from the parameters."""
         pos = dlu.arcsec2rad(jnp.stack([p["x"], p["y"]]))[None, :]
         return pos, jnp.atleast_1d(10.0 ** p["log_flux"])
 
@@ -40,6 +41,7 @@ class PointSourceFlux(Component):
     param_names = ("x", "y", "flux")
 
     def positions_fluxes(self, p: dict):
+        """Positions (n, 2) in radians (x, y) and fluxes (n,) in photons from the parameters."""
         pos = dlu.arcsec2rad(jnp.stack([p["x"], p["y"]]))[None, :]
         return pos, jnp.atleast_1d(p["flux"])
 
@@ -56,6 +58,7 @@ class StarField(Component):
     param_names = ("x", "y", "flux")
 
     def positions_fluxes(self, p: dict):
+        """Positions (n, 2) in radians (x, y) and fluxes (n,) in photons from the parameters."""
         return dlu.arcsec2rad(jnp.stack([p["x"], p["y"]], axis=-1)), p["flux"]
 
 
@@ -73,6 +76,7 @@ class BinaryStar(Component):
     param_names = ("x", "y", "separation", "position_angle", "log_flux", "contrast")
 
     def positions_fluxes(self, p: dict):
+        """Positions (n, 2) in radians (x, y) and fluxes (n,) in photons from the parameters."""
         centre = dlu.arcsec2rad(jnp.stack([p["x"], p["y"]]))
         pos = dlu.positions_from_sep(
             centre, dlu.arcsec2rad(p["separation"]), dlu.deg2rad(p["position_angle"])

@@ -104,7 +104,7 @@ _cache_state: dict = {"dir": None}
 
 
 def configure_compile_cache(folder: str | Path | None | bool = True) -> Path | None:
-    """Turn JAX's persistent compilation cache on in ``folder`` (``True``: the default) or off (``None``/``False``).
+    """Turn JAX's persistent compilation cache on in ``folder`` (``True``: the default) or off (None/False).
 
     Every program that took more than 0.5 s to compile is stored, so a second
     process fitting the same model on data of the same shape skips
@@ -140,3 +140,24 @@ def configure_compile_cache(folder: str | Path | None | bool = True) -> Path | N
 def compile_cache_dir() -> Path | None:
     """The compilation cache folder in use, or None when the cache is off."""
     return _cache_state["dir"]
+
+
+def fix_numpyro_pytree_order() -> None:
+    """Make numpyro distributions flatten their fields in a fixed (sorted) order.
+
+    numpyro 0.22 gathers a distribution's pytree fields through a Python
+    ``set``, so their order follows ``PYTHONHASHSEED``: the arguments of every
+    compiled program that takes a model's priors (``Normal(loc, scale)``, ...)
+    are permuted from one process to the next, the programs differ, and JAX's
+    persistent compilation cache misses. Every numpyro use of these field
+    lists looks fields up by name, so sorting them changes nothing else.
+    """
+    from numpyro.distributions.distribution import Distribution
+
+    if getattr(Distribution, "_starmodels_sorted_fields", False):
+        return
+    data = Distribution.gather_pytree_data_fields.__func__
+    aux = Distribution.gather_pytree_aux_fields.__func__
+    Distribution.gather_pytree_data_fields = classmethod(lambda cls: tuple(sorted(data(cls))))
+    Distribution.gather_pytree_aux_fields = classmethod(lambda cls: tuple(sorted(aux(cls))))
+    Distribution._starmodels_sorted_fields = True

@@ -138,6 +138,7 @@ class ZooModel:
 
     @property
     def readme(self) -> str:
+        """The model's README (physics, parameters with units, origin), as Markdown text."""
         return (_root() / self.name / "README.md").read_text()
 
 

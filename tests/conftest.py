@@ -40,7 +40,7 @@ def small():
 @pytest.fixture(scope="session")
 def small_fit(small):
     model, data = small
-    return sm.fit(model, data, chains=2, warmup=300, samples=600, seed=11, progress=False,
+    return sm.fit(model, data, num_chains=2, num_warmup=300, num_draws=600, seed=11, progress=False,
                   truth=SMALL_TRUTH)
 
 

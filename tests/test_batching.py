@@ -63,6 +63,6 @@ def test_potential_of_a_batch_of_one_equals_unbatched(binary):
     u = lambda zz: potential_energy(model, (), {"data": data}, zz)  # noqa: E731
     single = float(jax.jit(u)(z))
     for n in (1, 2):
-        zs = jax.tree_util.tree_map(lambda a: jnp.stack([a] * n), z)
+        zs = jax.tree_util.tree_map(lambda a, n=n: jnp.stack([a] * n), z)
         batched = np.asarray(jax.jit(jax.vmap(u))(zs))
         np.testing.assert_allclose(batched, single, rtol=1e-5)

@@ -50,7 +50,7 @@ def test_host_device_count_is_set_before_jax_starts():
 
 def test_same_seed_same_numbers(small):
     model, data = small
-    run = lambda seed: sm.fit(model, data, chains=1, warmup=30, samples=30, seed=seed,
+    run = lambda seed: sm.fit(model, data, num_chains=1, num_warmup=30, num_draws=30, seed=seed,
                               progress=False).draws()["source.x"]
     a, b, c = run(5), run(5), run(6)
     np.testing.assert_array_equal(a, b)
@@ -59,12 +59,12 @@ def test_same_seed_same_numbers(small):
 
 def test_x64_and_pointwise_log_likelihood(small):
     model, data = small
-    post = sm.fit(model, data, chains=1, warmup=30, samples=20, seed=1, progress=False, x64=True,
+    post = sm.fit(model, data, num_chains=1, num_warmup=30, num_draws=20, seed=1, progress=False, x64=True,
                   log_likelihood=True, init="prior")
     assert post.draws()["source.x"].dtype == np.float64
     ll = post.idata.log_likelihood["obs"]
     assert ll.shape == (1, 20) + model.shape and np.isfinite(ll.values).all()
-    assert "log_likelihood" not in sm.fit(model, data, chains=1, warmup=5, samples=5, seed=1,
+    assert "log_likelihood" not in sm.fit(model, data, num_chains=1, num_warmup=5, num_draws=5, seed=1,
                                           progress=False, init="prior").idata.groups()
 
 
@@ -73,20 +73,20 @@ def test_fit_rejects_bad_data_and_options_before_sampling(small):
     bad = data.copy()
     bad[2, 3] = np.nan
     with pytest.raises(DataError, match="non-finite"):
-        sm.fit(model, bad, chains=1, warmup=5, samples=5)
+        sm.fit(model, bad, num_chains=1, num_warmup=5, num_draws=5)
     with pytest.raises(DataError, match="integer"):
-        sm.fit(model, data + 0.3, chains=1, warmup=5, samples=5)
+        sm.fit(model, data + 0.3, num_chains=1, num_warmup=5, num_draws=5)
     with pytest.raises(ValueError, match="method"):
         sm.fit(model, data, method="gibbs")
     with pytest.raises(ValueError, match="init"):
-        sm.fit(model, data, chains=1, warmup=5, samples=5, init="median")
+        sm.fit(model, data, num_chains=1, num_warmup=5, num_draws=5, init="median")
 
 
 def test_binary_star_recovers_all_13_parameters(binary):
     """The zoo model's 13 parameters: identified (posterior sd well below prior sd),
     truth inside the 99.7% interval, r_hat <= 1.01, no divergences."""
     data, truth = binary.simulate(seed=0)
-    post = sm.fit(binary.model, data, chains=2, warmup=300, samples=500, seed=0, progress=False,
+    post = sm.fit(binary.model, data, num_chains=2, num_warmup=300, num_draws=500, seed=0, progress=False,
                   truth=truth)
     table = post.summary()
     assert len(table) == 13

@@ -35,10 +35,10 @@ def test_cli_fit_writes_summary_posterior_and_plots(tmp_path, capsys):
     assert main(["fit", "binary_star", "--out", str(out), "--warmup", "40", "--samples", "40",
                  "--no-progress", "--seed", "2"]) == 0
     assert {p.name for p in out.iterdir()} == {"summary.csv", "posterior.nc", "corner.png",
-                                               "residuals.png"}
+                                               "residuals.png", "manifest.json"}
     table = pd.read_csv(out / "summary.csv", index_col=0)
     assert len(table) == 13 and "optics.zernike[4]" in table.index
-    post = Posterior.from_netcdf(out / "posterior.nc")
+    post = Posterior.load(out)  # checked against the manifest
     assert post.meta["seed"] == 2 and np.isfinite(post.draws()["optics.zernike"]).all()
     assert "r_hat" in capsys.readouterr().out
 
@@ -52,3 +52,23 @@ def test_cli_grid_fit_of_a_plate_model(tmp_path, capsys):
     assert post.meta["method"] == "grid" and post.idata.observed_data["obs"].dims == ("image", "y", "x")
     assert np.allclose(post.summary()["mean"].values, post.meta["grid"]["mean"]["source.flux"])
     assert "exact grid posterior" in capsys.readouterr().out
+
+
+def test_corner_shows_every_parameter_with_literal_names(tmp_path):
+    """Vector elements get their labels, names print as they are (no TeX subscripts), and a site name
+    selects all its elements."""
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    draws = {"source.log_flux": rng.normal(size=(1, 300)), "optics.zernike": rng.normal(size=(1, 300, 3))}
+    post = Posterior(idata=az.from_dict(posterior=draws), meta={"method": "nuts",
+                                                               "labels": {"optics.zernike": [4, 5, 6]}})
+    fig = corner(post, path=tmp_path / "all.png")
+    texts = [t for ax in fig.axes for t in (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) if t]
+    shown = " ".join(texts)
+    for name in ("source.log_flux", "optics.zernike[4]", "optics.zernike[5]", "optics.zernike[6]"):
+        assert name in shown, name
+    assert "$" not in shown  # no mathtext: log_flux is not rendered as log subscript flux
+    some = corner(post, params=["optics.zernike"])
+    labels = {ax.get_xlabel().strip() for ax in some.axes if ax.get_xlabel()}
+    assert labels == {"optics.zernike[4]", "optics.zernike[5]", "optics.zernike[6]"}

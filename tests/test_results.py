@@ -30,8 +30,8 @@ def test_netcdf_round_trip_keeps_everything(small_fit, tmp_path):
 
 def test_metadata_records_the_run(small_fit):
     m = small_fit.meta
-    for key in ("method", "chains", "devices", "chain_method", "compile_seconds", "sampling_seconds",
-                "gradient_evals", "versions", "seed"):
+    for key in ("method", "num_chains", "devices", "chain_method", "compile_seconds", "sampling_seconds",
+                "run_seconds", "gradient_evals", "versions", "seed", "compile_cache"):
         assert key in m
     assert m["gradient_evals"] > m["gradient_evals_sampling"] > 0
     assert m["sampling_seconds"] > 0 and m["versions"]["numpyro"].startswith("0.22")

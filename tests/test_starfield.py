@@ -51,7 +51,7 @@ def fitted(scene):
     obs, psf = scene
     found = detect_stars(obs, psf, threshold=5.0)
     model = star_field_model(obs, psf, found)
-    post = sm.fit(model, obs.data, chains=2, warmup=300, samples=1000, seed=1, progress=False)
+    post = sm.fit(model, obs.data, num_chains=2, num_warmup=300, num_draws=1000, seed=1, progress=False)
     return found, model, post
 
 

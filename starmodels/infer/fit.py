@@ -1,4 +1,4 @@
-"""``fit``: the one front door to every inference method."""
+"""``fit``: the one front door to every inference method (a lookup in the runner registry)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,26 @@ import contextlib
 import logging
 import platform
 import time
+from collections.abc import Mapping
 from importlib.metadata import version
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from starmodels.infer.batched import batched_map
+from starmodels.infer.registry import get_runner
+from starmodels.protocol import check_model, labels_of
 from starmodels.results import Posterior, build_idata
+from starmodels.startup import compile_cache_dir
 
 log = logging.getLogger("starmodels")
 
-METHODS = ("nuts", "svi", "grid")
-_PACKAGES = ("jax", "numpyro", "dLux", "arviz", "chainconsumer", "equinox", "starmodels")
+_PACKAGES = ("jax", "numpyro", "dLux", "arviz", "chainconsumer", "equinox", "optax", "starmodels")
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on."""
     out = {"python": platform.python_version()}
     for pkg in _PACKAGES:
         try:
@@ -30,74 +36,96 @@ def versions() -> dict[str, str]:
 
 
 def pointwise_log_likelihood(model, data, draws) -> np.ndarray:
-    """Per-pixel log-likelihood (chain, draw, y, x) at every posterior draw."""
-    noise_names = [f"noise.{k}" for k in model.noise.priors()]
+    """Log-likelihood of each datum at every draw: (chain, draw, *data shape), via the model protocol."""
+    from starmodels.infer.compiled import Bound, cached
 
-    @jax.jit
-    def one(params):
-        noise_p = {k.split(".", 1)[1]: params[k] for k in noise_names}
-        return model.noise.log_prob(model.render(params), data, noise_p)
-
-    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
-    lp = jax.lax.map(one, flat)
+    bound = Bound(model)
+    prog, _ = cached("loglik", bound.key, lambda: jax.jit(
+        lambda arrays, d, flat: batched_map(lambda p: bound.model(arrays).log_likelihood(p, d), flat)))
+    flat = {k: jnp.asarray(v.reshape((-1,) + v.shape[2:])) for k, v in draws.items()}
+    lp = np.asarray(prog(bound.arrays, jnp.asarray(data), flat))
     chains, n = next(iter(draws.values())).shape[:2]
-    return np.asarray(lp).reshape((chains, n) + lp.shape[1:])
+    return lp.reshape((chains, n) + lp.shape[1:])
 
 
-def fit(model, data, method: str = "nuts", *, chains: int | None = None, warmup: int = 1000,
-        samples: int = 1000, seed: int = 0, x64: bool = False, log_likelihood: bool = False,
-        progress: bool = True, truth: dict | None = None, **options) -> Posterior:
-    """Fit ``model`` (a :class:`~starmodels.forward.ForwardModel`) to ``data`` (counts per pixel).
+def _check_truth(model, truth) -> dict | None:
+    """Truth values as lists, after checking names, shapes and finiteness against the model's sites."""
+    if truth is None:
+        return None
+    if not isinstance(truth, Mapping):
+        raise TypeError(f"truth must be a dict of site name -> value, got {type(truth).__name__}")
+    sites = model.sites()
+    problems = []
+    unknown = sorted(set(truth) - set(sites))
+    if unknown:
+        problems.append(f"{unknown} are not sampled sites of {model.name!r} (sites: {list(sites)})")
+    for name, value in truth.items():
+        if name not in sites:
+            continue
+        try:
+            arr = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            problems.append(f"{name}: {value!r} is not a number or array of numbers")
+            continue
+        if arr.shape != sites[name].shape:
+            problems.append(f"{name} has shape {arr.shape}, the site has shape {sites[name].shape}")
+        elif not np.all(np.isfinite(arr)):
+            problems.append(f"{name} is not finite")
+    if problems:
+        raise ValueError("truth: " + "; ".join(problems))
+    return {k: np.asarray(v).tolist() for k, v in truth.items()}
 
-    method ``"nuts"``: ``chains`` (default: one per host device), ``warmup`` and
-    ``samples`` per chain; options ``dense_mass``, ``init``, ``target_accept``,
-    ``max_tree_depth``, ``chain_method``.
-    method ``"svi"``: ``samples`` draws from the fitted guide; options ``guide``
-    (see ``starmodels.infer.svi.GUIDES``), ``steps``, ``lr``, ``restarts``
-    (default: one per host device), ``num_particles``, ``init``, ``warm_start``.
-    method ``"grid"``: the exact posterior of models with one or two free
-    parameters per independent block (see :mod:`starmodels.infer.grid`);
-    ``samples`` draws; options ``points``, ``refine``.
-    x64 runs in double precision (bright sources). log_likelihood adds the
-    per-pixel log-likelihood group. truth (optional) is stored for plots and
-    checks.
+
+def fit(model, data, method: str = "nuts", *, seed: int = 0, progress: bool = True, x64: bool = False,
+        log_likelihood: bool = False, truth: dict | None = None, **options) -> Posterior:
+    """Fit ``model`` (anything satisfying :class:`starmodels.protocol.Model`) to ``data``.
+
+    ``method`` names a registered runner (:func:`starmodels.methods` lists
+    them: ``nuts``, ``svi``, ``grid``, ``amortized``); ``options`` are that
+    runner's options in one vocabulary (``num_draws``, ``num_warmup``,
+    ``num_chains``, ``num_steps``, ...; :func:`starmodels.method_options`
+    describes them). Every option and the data are checked before any work:
+    an unknown or out-of-range option raises
+    :class:`~starmodels.infer.registry.OptionError`, bad data
+    :class:`~starmodels.DataError`. ``seed`` seeds every random number (same
+    seed, same draws). ``x64`` runs in double precision (bright sources).
+    ``log_likelihood`` adds the pointwise log-likelihood group (one value per
+    pixel per draw). ``truth`` (physical values by site, optional) is stored
+    for plots and checks. Returns a :class:`~starmodels.Posterior` whose
+    ``meta`` holds timings (``compile_seconds``, ``run_seconds``,
+    ``wall_seconds``), settings, versions and the compilation cache folder.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method != "nuts" and chains is not None:
-        raise ValueError(f"chains applies to NUTS; {method} has none (SVI runs restarts= instead)")
-    from starmodels.infer.devices import device_count
-
+    t0 = time.perf_counter()
+    runner = get_runner(method)
+    check_model(model)
+    opts = runner.resolve({"seed": seed, "progress": progress, **options})
+    runner.check_model(model, opts)
+    for name, value, ok in (("x64", x64, isinstance(x64, bool)),
+                            ("log_likelihood", log_likelihood, isinstance(log_likelihood, bool))):
+        if not ok:
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    truth_record = _check_truth(model, truth)
     clean = model.check_data(data)
     ctx = jax.enable_x64(True) if x64 else contextlib.nullcontext()
-    t0 = time.perf_counter()
     with ctx:
-        if method == "nuts":
-            from starmodels.infer.nuts import run_nuts
-
-            draws, stats, meta = run_nuts(model, clean, chains=chains or device_count(),
-                                          warmup=warmup, samples=samples, seed=seed,
-                                          progress=progress, **options)
-        elif method == "grid":
-            from starmodels.infer.grid import run_grid
-
-            draws, meta = run_grid(model, clean, draws=samples, seed=seed, **options)
-            stats = None
-        else:
-            from starmodels.infer.svi import run_svi
-
-            options.setdefault("restarts", device_count())
-            draws, meta = run_svi(model, jax.numpy.asarray(clean), draws=samples, seed=seed,
-                                  progress=progress, **options)
-            stats = None
-        ll = pointwise_log_likelihood(model, clean, draws) if log_likelihood else None
-    meta.update(model=model.name, x64=x64, wall_seconds=time.perf_counter() - t0,
-                labels=model.labels(), versions=versions())
-    if truth is not None:
-        meta["truth"] = {k: np.asarray(v).tolist() for k, v in truth.items()}
-    idata = build_idata(draws, model.labels(), stats, observed=np.asarray(data), log_likelihood=ll)
+        result = runner.run(model, clean, opts)
+        ll = pointwise_log_likelihood(model, clean, result.draws) if log_likelihood else None
+    order = [k for k in model.sites() if k in result.draws]  # program order (compiled outputs come sorted)
+    draws = {k: result.draws[k] for k in order + [k for k in result.draws if k not in order]}
+    labels = labels_of(model)
+    meta = {**result.meta, "model": model.name, "x64": x64, "labels": labels, "versions": versions(),
+            "wall_seconds": time.perf_counter() - t0, "compile_cache": _cache_record()}
+    if truth_record is not None:
+        meta["truth"] = truth_record
+    idata = build_idata(draws, labels, result.sample_stats, observed=np.asarray(data),
+                        log_likelihood=ll)
     post = Posterior(idata=idata, meta=meta)
     log.info("%s: %s, %d draws in %.1f s (%.1f s compiling)", model.name, method,
              idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"], meta["wall_seconds"],
-             meta["compile_seconds"])
+             meta.get("compile_seconds", 0.0))
     return post
+
+
+def _cache_record() -> str | None:
+    folder = compile_cache_dir()
+    return None if folder is None else str(folder)

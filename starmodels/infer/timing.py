@@ -23,6 +23,7 @@ class Stopwatch:
 
     @property
     def run(self) -> float:
+        """Seconds in the block not spent tracing or compiling."""
         return max(self.wall - self.compile, 0.0)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from starmodels.atomic import atomic_path
 from starmodels.io.fits_open import (  # noqa: F401 - re-exported: readers import them from here
     BLOCK,
     ExtensionNotFoundError,
@@ -281,6 +282,9 @@ def write_image(
 
     Raises:
         ValueError: no arrays, or an array that is not 2-D, is complex-valued or is not numeric.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+
+    The file is written under a temporary name and renamed into place.
     """
     arrays = {**(images or {}), **named}
     if not arrays:
@@ -300,7 +304,10 @@ def write_image(
             h.header.update(wcs_header)
         hdus.append(h)
     path = Path(path)
-    fits.HDUList(hdus).writeto(path, overwrite=overwrite)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    with atomic_path(path) as tmp:  # a reader sees the old file or the complete new one
+        fits.HDUList(hdus).writeto(tmp)
     return path
 
 

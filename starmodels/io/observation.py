@@ -107,6 +107,7 @@ class Observation:
     # -- basic properties ---------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:
+        """Image shape (rows, cols) in pixels."""
         return tuple(self.data.shape)
 
     @property

@@ -191,6 +191,7 @@ class KLPsf:
 
     @property
     def native_shape(self) -> tuple[int, int]:
+        """Shape (rows, cols) of the PSF images PHOTO stored, in frame pixels."""
         return tuple(self.eigen.shape[1:])
 
     def weights(self, row: float, col: float) -> np.ndarray:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from starmodels.atomic import atomic_path
 from starmodels.io.fits import read_wcs
 from starmodels.io.fits_open import FileFormatError, get_hdu, hdu_data, open_fits
 from starmodels.io.observation import Observation
@@ -87,15 +88,10 @@ def _local_candidates(kind, run, camcol, field, band, cache_dir) -> list[Path]:
 def _fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
     """Download ``url`` to ``dest`` (atomically: a partial file never appears under ``dest``)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=timeout) as resp, \
+            open(tmp, "wb") as out:
+        while chunk := resp.read(1 << 20):
+            out.write(chunk)
 
 
 def _cached(kind, run, camcol, field, band, cache_dir, dr, timeout, download=True) -> Path:
