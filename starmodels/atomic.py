@@ -99,7 +99,7 @@ def check_writable_folder(folder) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ResultError(f"cannot write to output folder {folder}: {err.strerror or err}") from None
+        raise ResultError(f"cannot write to folder {folder}: {err.strerror or err}") from None
     return folder
 
 

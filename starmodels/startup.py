@@ -118,14 +118,12 @@ def configure_compile_cache(folder: str | Path | None | bool = True) -> Path | N
         jax.config.update("jax_enable_compilation_cache", False)
         _cache_state["dir"] = None
         return None
-    path = Path(folder)
+    from starmodels.atomic import ResultError, check_writable_folder
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        log.warning("compilation cache off: cannot write to %s (%s)", path, err)
+        path = check_writable_folder(folder)
+    except ResultError as err:
+        log.warning("compilation cache off: %s", err)
         jax.config.update("jax_enable_compilation_cache", False)
         _cache_state["dir"] = None
         return None

@@ -20,7 +20,6 @@ import jax
 MAX_PROGRAMS = 32  # compiled runners kept per process (least recently used dropped first)
 
 _programs: OrderedDict = OrderedDict()
-stats = {"built": 0, "reused": 0}
 
 
 def _hashable(leaf) -> Hashable:
@@ -57,11 +56,9 @@ def cached(kind: str, key: Hashable, build: Callable[[], object]) -> tuple[objec
     k = (kind, key)
     if k in _programs:
         _programs.move_to_end(k)
-        stats["reused"] += 1
         return _programs[k], True
     obj = build()
     _programs[k] = obj
-    stats["built"] += 1
     while len(_programs) > MAX_PROGRAMS:
         _programs.popitem(last=False)
     return obj, False

@@ -39,8 +39,3 @@ def unconstrained_from_physical(model, params: Mapping[str, Any]) -> dict:
         latent = site.to_latent(value) if site.to_latent is not None else value
         out[site.latent] = biject_to(site.support).inv(latent)
     return out
-
-
-def latent_names(model) -> list[str]:
-    """Latent sample-site names in program order."""
-    return [s.latent for s in model.sites().values()]
