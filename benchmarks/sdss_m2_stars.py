@@ -5,7 +5,9 @@ Hubble truth file covers: read the frame in electrons (sky added back, gain and 
 the psField), take the psField PSF at the cutout centre, detect stars (matched filter, 5 sigma), pick
 the brightest well-isolated ones, and fit each in a 21 x 21 stamp with every detected star of the
 stamp (peaks inside it) and a sky level, by NUTS. Each fitted star is matched to the nearest
-Hubble star within ``--match`` pixels and ``--dmag`` magnitudes; the script reports position offsets
+Hubble star within ``--match`` pixels and ``--dmag`` magnitudes, with the Hubble positions converted by
+the truth file's convention (``starmodels.tiles.metrics.M2``: ``row = 100 * true_locs[:, 0] + 2.5`` in
+cutout pixels, see ``/work/shared/data/sdss/README.md``); the script reports position offsets
 (pixels) and flux ratios (SDSS / Hubble) with their scatter, and writes the catalog (ECSV), the
 stamps' data / model / residual figure and a JSON + Markdown record to ``benchmarks/results/``.
 
@@ -28,13 +30,15 @@ import numpy as np  # noqa: E402
 from astropy.table import vstack  # noqa: E402
 
 import starmodels as sm  # noqa: E402
-from starmodels.catalog import star_catalog  # noqa: E402
 from starmodels.infer.fit import versions  # noqa: E402
 from starmodels.io import KLPsf, read_sdss_frame  # noqa: E402
+from starmodels.posterior_catalog import star_catalog  # noqa: E402
 from starmodels.starfield import detect_stars, star_field_model  # noqa: E402
+from starmodels.tiles.metrics import M2, load_m2_truth  # noqa: E402
 
 HERE = Path(__file__).parent
-ROWS, COLS = (627, 733), (307, 413)
+ROWS = (M2.frame_origin[0], M2.frame_origin[0] + M2.cutout_size)  # (627, 733): the truth file's cutout
+COLS = (M2.frame_origin[1], M2.frame_origin[1] + M2.cutout_size)  # (307, 413)
 STAMP, MARGIN = 21, 0.5
 
 
@@ -54,10 +58,13 @@ def isolated_targets(stars, n, shape, flux_fraction=0.2, radius=4.0, edge=STAMP 
 
 
 def hubble_pixels(truth_file, band=0):
-    """Hubble stars as 0-based cutout pixels: locations are fractions of the 106-pixel cutout."""
-    t = np.load(truth_file)
-    n = t["sdss_image"].shape[-1]
-    return t["true_locs"][:, 0] * n - 0.5, t["true_locs"][:, 1] * n - 0.5, t["true_fluxes"][:, band]
+    """Hubble stars as 0-based cutout pixels (row, col; centres at integers) and fluxes (electrons).
+
+    The convention is the data README's, kept in :data:`starmodels.tiles.metrics.M2`
+    (``row = 100 * true_locs[:, 0] + 2.5``); ``true_locs`` are not fractions of the 106-pixel cutout.
+    """
+    t = load_m2_truth(truth_file, band=band)
+    return t.pos[:, 0], t.pos[:, 1], t.flux_e
 
 
 def main():

@@ -23,8 +23,16 @@ from starmodels.protocol import DataError, Model, Site  # noqa: E402
 from starmodels.results import Posterior  # noqa: E402
 
 __all__ = ["Amortizer", "DataError", "ForwardModel", "ImagePlate", "Model", "OptionError", "Posterior",
-           "ResultError", "Site", "corner", "fit", "method_options", "methods", "train_amortized", "zoo"]
+           "ResultError", "Site", "catalog", "corner", "fit", "method_options", "methods", "train_amortized",
+           "zoo"]
 __version__ = "0.1.0"
+
+
+def catalog(*args, **kwargs):
+    """Catalog a crowded field with a tile model; see :func:`starmodels.tiles.api.catalog`."""
+    from starmodels.tiles.api import catalog as _catalog
+
+    return _catalog(*args, **kwargs)
 
 
 def corner(*args, **kwargs):

@@ -63,6 +63,65 @@ def _fit(args) -> int:
     return 0
 
 
+def _catalog(args) -> int:
+    from starmodels.atomic import check_writable_folder
+    from starmodels.tiles.api import count_summary, load_tile_model, to_table, write_catalog_folder
+    from starmodels.tiles.field import load_sdss_field
+    from starmodels.tiles.pipeline import catalog_image
+
+    out = check_writable_folder(args.out)  # before any work
+    if (args.ra is None) != (args.dec is None):
+        raise ValueError("give both --ra and --dec (degrees), or --center ROW COL")
+    if (args.ra is None) == (args.center is None):
+        raise ValueError("give the cutout's position: --ra and --dec (degrees), or --center ROW COL")
+    tm = load_tile_model(args.model, args.encoder)
+    where = {"ra": args.ra, "dec": args.dec} if args.ra is not None else {"center": tuple(args.center)}
+    field = load_sdss_field(args.frames, size=args.size, **where)
+    missing = [b for b in tm.bands if b not in field.bands]
+    if missing:
+        raise ValueError(f"model {args.model!r} needs band(s) {list(tm.bands)}; no frame for {missing} "
+                         f"(got {list(field.bands)})")
+    for b in field.bands:
+        if b not in tm.bands:
+            print(f"skipping band {b}: model {args.model!r} uses {list(tm.bands)}")
+    idx = [field.bands.index(b) for b in tm.bands]
+    image = field.image[idx]
+    res = catalog_image(tm.encoder, image, tm.prior, tm.simulator, tm.threshold)
+    table = to_table(res, tm, field, args.min_p_exist)
+    summary = {"model": args.model, "frames": [str(f) for f in args.frames], "bands": list(tm.bands),
+               "cutout_origin": field.origin.tolist(), "size": list(field.shape), "n_stars": len(table),
+               "inference_seconds": res.seconds, "counts": count_summary(res, tm, seed=args.seed),
+               "seed": args.seed}
+    files = write_catalog_folder(out, table, image, summary)
+    print(f"{len(table)} stars (existence probability >= {args.min_p_exist}) in {field.shape[0]}x"
+          f"{field.shape[1]} pixels; encoder {res.seconds:.2f} s (first call, with compilation)")
+    for k, c in summary["counts"].items():
+        print(f"  stars {k}: {c['mean']:.1f} ({c['prob']:.0%} interval {c['lo']:.0f}-{c['hi']:.0f})")
+    print(f"wrote {', '.join(files)} and manifest.json to {out}/")
+    return 0
+
+
+def _train_encoder(args) -> int:
+    from starmodels.atomic import check_writable_folder
+    from starmodels.tiles.api import TILE_MODELS
+    from starmodels.tiles.build import build_tile_model, save_tile_model
+    from starmodels.tiles.field import m2_field
+
+    if args.model not in TILE_MODELS:
+        raise ValueError(f"no tile model {args.model!r}; available: {list(TILE_MODELS)}")
+    from pathlib import Path
+
+    check_writable_folder(Path(args.out).parent)
+    field = m2_field(data_dir=args.data)
+    tm, _ = build_tile_model(field, args.model, steps=args.steps, batch=args.batch,
+                             wake_steps=args.wake_steps, checkerboard=args.checkerboard, seed=args.seed)
+    save_tile_model(args.out, tm, command=" ".join(["starmodels", *sys.argv[1:]]))
+    sleep = tm.header["meta"]["training"]["sleep"]
+    print(f"trained {sleep['steps']} steps on {sleep['images']} simulated images in "
+          f"{sleep['run_seconds']:.0f} s; wrote {args.out}")
+    return 0
+
+
 def _list(_args) -> int:
     import starmodels as sm
 
@@ -105,12 +164,36 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--no-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache (also: STARMODELS_COMPILE_CACHE=off)")
     f.set_defaults(func=_fit)
+    c = sub.add_parser("catalog", help="catalog a crowded field (frames, one per band) with a tile model")
+    c.add_argument("frames", nargs="+", help="SDSS frame files, one per band (bands from the headers)")
+    c.add_argument("--ra", type=float, help="cutout centre right ascension, degrees")
+    c.add_argument("--dec", type=float, help="cutout centre declination, degrees")
+    c.add_argument("--center", type=float, nargs=2, metavar=("ROW", "COL"),
+                   help="cutout centre, frame pixels")
+    c.add_argument("--size", type=int, required=True, help="cutout side, pixels (a multiple of the tile)")
+    c.add_argument("--model", default="m2_starfield")
+    c.add_argument("--encoder", help="encoder file to use instead of the model's shipped one")
+    c.add_argument("--min-p-exist", type=float, default=0.0,
+                   help="also drop stars less probable than this (the model's own threshold applies first)")
+    c.add_argument("--seed", type=int, default=0, help="seed for the count intervals")
+    c.add_argument("--out", required=True, help="output folder")
+    c.set_defaults(func=_catalog)
+    t = sub.add_parser("train-encoder", help="train a tile model's encoder from scratch on its field")
+    t.add_argument("model", help="tile model name (m2_starfield)")
+    t.add_argument("--steps", type=int, default=1200)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--wake-steps", type=int, default=0)
+    t.add_argument("--checkerboard", action="store_true")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data", help="SDSS data folder (default: STARMODELS_SDSS_DATA or ../shared/data/sdss)")
+    t.add_argument("--out", default="encoder.eqx", help="encoder file to write")
+    t.set_defaults(func=_train_encoder)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("starmodels").setLevel(logging.INFO)
     try:
         return args.func(args)
-    except (ValueError, KeyError) as err:  # bad input: the library's errors name the problem
+    except (ValueError, KeyError, FileNotFoundError) as err:  # bad input: the errors name the problem
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"starmodels: error: {message}", file=sys.stderr)
         return 2

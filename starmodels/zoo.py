@@ -145,5 +145,8 @@ class ZooModel:
 def load(name: str, variant: str | None = None) -> ZooModel:
     """Load zoo model ``name`` (see :func:`names`), optionally one of its card's variants."""
     c = card(name, variant)
+    if c.get("kind") == "tile_catalog":
+        raise ValueError(f"{name!r} is a tile-catalog model: use starmodels.catalog(image, model={name!r}) "
+                         f"or starmodels.tiles.api.load_tile_model({name!r})")
     truth = {k: np.asarray(v, float) for k, v in c.get("truth", {}).items()}
     return ZooModel(name=name, model=build(c), card=c, truth=truth, fit_defaults=c.get("fit", {}))

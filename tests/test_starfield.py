@@ -10,8 +10,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 import starmodels as sm
-from starmodels.catalog import star_catalog, write_model_images
 from starmodels.io import KLPsf, Observation, read_wcs
+from starmodels.posterior_catalog import star_catalog, write_model_images
 from starmodels.starfield import detect_stars, star_field_model
 
 SDSS = Path(os.environ.get("STARMODELS_SDSS_DATA", "/work/shared/data/sdss"))
