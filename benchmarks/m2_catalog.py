@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
     rows += [f"| {k} (published) | {r:.3f} | {p:.3f} | {f:.3f} |" for k, (r, p, f) in PUBLISHED.items()]
     cov = "\n".join(f"| {k} | {c['coverage']:.2f} | {c['mean_width']:.1f} | {c['mean_error']:+.1f} |"
                     for k, c in final["coverage"].items())
-    per_mag = "\n".join(str(star.table()).splitlines())
+    per_mag = "\n".join(star.table().pformat(max_width=-1, max_lines=-1))
     table = ("\n".join(rows) + f"\n\nDecision threshold (existence probability, chosen on simulations): "
              f"{tm.threshold}\n\nPer magnitude (StarNet rule):\n\n" + per_mag
              + "\n\n90% intervals of star counts in the scored region, fields simulated from the prior:\n\n"
