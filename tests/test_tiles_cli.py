@@ -26,7 +26,7 @@ FRAMES = "2583/2/136/frame-{}-002583-2-0136.fits.bz2"
 def tiny_model(tmp_path_factory):
     """An untrained, small encoder with the M2 field's prior and simulator: enough to exercise the I/O."""
     field = m2_field()
-    prior, cfg, profiles, measured = setup_from_field(field)
+    prior, cfg, profiles, measured = setup_from_field(field, calibrate=False)   # I/O only: skip calibration
     enc = TileEncoder(jax.random.PRNGKey(0), n_bands=2, pixel_channels=4, tile_channels=4, n_pixel=1,
                       n_tile=1)
     from starmodels.tiles.instrument import config_to_dict
