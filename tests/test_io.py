@@ -98,6 +98,13 @@ def test_sdss_r_cutout_equals_truth_to_float32_precision(frame_r_nearest, frame_
 
 
 @needs_sdss
+def test_field_number_comes_from_the_file_name_not_the_frame_counter(frame_i_nearest):
+    """The i frame's header FRAME is 138 (the CCD's counter); its field is 136, calibrated by its psField."""
+    assert frame_i_nearest.meta["field"] == 136
+    assert frame_i_nearest.meta["calibration_source"].endswith(PSFIELD.name)
+
+
+@needs_sdss
 def test_sdss_frame_units_gain_sky_variance(frame_r, frame_i_nearest):
     r = frame_r
     assert r.shape == (1489, 2048) and r.unit == "electron" and r.mask.all()

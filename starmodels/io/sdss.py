@@ -344,7 +344,9 @@ def read_sdss_frame(
         m = _FRAME_RE.search(path.name)
         run = _header_int(hdr, "RUN", m.group(2) if m else -1, path)
         camcol = _header_int(hdr, "CAMCOL", m.group(3) if m else -1, path)
-        field = _header_int(hdr, "FRAME", m.group(4) if m else -1, path)
+        # the field number comes from the file name: the header's FRAME is the CCD's own frame counter,
+        # which differs from the field in every band but r (138 for i in field 136 of run 2583)
+        field = int(m.group(4)) if m else _header_int(hdr, "FRAME", -1, path)
         band = str(hdr.get("FILTER", m.group(1) if m else "")).strip()
         if band not in tuple(BANDS):
             raise FileFormatError(f"{path}: the band of the {_FRAME} (header FILTER, else the file name) is "
