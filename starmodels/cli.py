@@ -65,8 +65,13 @@ def _fit(args) -> int:
 
 def _catalog(args) -> int:
     from starmodels.atomic import check_writable_folder
-    from starmodels.tiles.api import count_summary, load_tile_model, to_table, write_catalog_folder
-    from starmodels.tiles.field import load_sdss_field
+    from starmodels.tiles.api import (
+        count_summary,
+        load_frames,
+        load_tile_model,
+        to_table,
+        write_catalog_folder,
+    )
     from starmodels.tiles.pipeline import catalog_image
 
     out = check_writable_folder(args.out)  # before any work
@@ -76,16 +81,10 @@ def _catalog(args) -> int:
         raise ValueError("give the cutout's position: --ra and --dec (degrees), or --center ROW COL")
     tm = load_tile_model(args.model, args.encoder)
     where = {"ra": args.ra, "dec": args.dec} if args.ra is not None else {"center": tuple(args.center)}
-    field = load_sdss_field(args.frames, size=args.size, **where)
-    missing = [b for b in tm.bands if b not in field.bands]
-    if missing:
-        raise ValueError(f"model {args.model!r} needs band(s) {list(tm.bands)}; no frame for {missing} "
-                         f"(got {list(field.bands)})")
-    for b in field.bands:
-        if b not in tm.bands:
-            print(f"skipping band {b}: model {args.model!r} uses {list(tm.bands)}")
-    idx = [field.bands.index(b) for b in tm.bands]
-    image = field.image[idx]
+    field, skipped = load_frames(tm, args.frames, size=args.size, **where)
+    for b in skipped:
+        print(f"skipping band {b}: model {args.model!r} uses {list(tm.bands)}")
+    image = field.image
     res = catalog_image(tm.encoder, image, tm.prior, tm.simulator, tm.threshold)
     table = to_table(res, tm, field, args.min_p_exist)
     summary = {"model": args.model, "frames": [str(f) for f in args.frames], "bands": list(tm.bands),

@@ -50,7 +50,7 @@ def test_python_catalog_of_a_field_has_units_and_sky_positions(tiny_model):
 
 def test_cli_writes_a_valid_ecsv_with_sky_coordinates(tiny_model, tmp_path, capsys):
     path, _ = tiny_model
-    frames = [str(DATA / FRAMES.format(b)) for b in ("r", "i", "g")]
+    frames = [str(DATA / FRAMES.format(b)) for b in ("g", "r", "i")]   # an unused band first
     out = tmp_path / "cat"
     code = main(["catalog", *frames, "--center", "680", "360", "--size", "40", "--encoder", str(path),
                  "--min-p-exist", "0", "--out", str(out)])

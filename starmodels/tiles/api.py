@@ -80,34 +80,46 @@ def load_tile_model(name: str = "m2_starfield", encoder=None) -> TileModel:
     return TileModel(name, enc, prior, cfg, header)
 
 
-def _field_from(image_or_frames, model: TileModel, **cut):
-    """A Field (or None for a bare array) and the (B, H, W) image in the model's band order."""
-    from starmodels.tiles.field import Field, load_sdss_field
+def load_frames(tm: TileModel, frames, **cut):
+    """Cut the frames of the model's bands at the same sky, reference band first (its WCS is the
+    catalog's); returns ``(field, skipped)`` with the bands of frames the model does not use.
 
-    if isinstance(image_or_frames, Field):
-        field = image_or_frames
-    elif isinstance(image_or_frames, (str, Path)) or (
-            isinstance(image_or_frames, (list, tuple))
-            and all(isinstance(p, (str, Path)) for p in image_or_frames)):
-        frames = [image_or_frames] if isinstance(image_or_frames, (str, Path)) else list(image_or_frames)
-        field = load_sdss_field(frames, **cut)
-    else:
-        if cut:
-            raise TypeError(f"{sorted(cut)} apply to frame files, not to an image array")
-        return None, np.asarray(image_or_frames, np.float32)
-    missing = [b for b in model.bands if b not in field.bands]
+    Raises:
+        ValueError: a band the model needs has no frame.
+    """
+    from starmodels.tiles.field import frame_bands, load_sdss_field
+
+    frames = [frames] if isinstance(frames, (str, Path)) else list(frames)
+    bands = frame_bands(frames)
+    missing = [b for b in tm.bands if b not in bands]
     if missing:
-        raise ValueError(f"model {model.name!r} needs band(s) {list(model.bands)}; missing {missing} "
+        raise ValueError(f"model {tm.name!r} needs band(s) {list(tm.bands)}; no frame for {missing} "
+                         f"(got {bands})")
+    used = [f for f, b in zip(frames, bands, strict=True) if b in tm.bands]
+    field = load_sdss_field(used, bands=tm.bands, **cut)
+    return field, [b for b in bands if b not in tm.bands]
+
+
+def model_image(tm: TileModel, field) -> np.ndarray:
+    """The (B, H, W) image of ``field`` in the model's band order; the field's reference band must be
+    the model's. Warns if the field's band offsets differ from those the encoder was trained with by
+    more than 0.3 pixel."""
+    missing = [b for b in tm.bands if b not in field.bands]
+    if missing:
+        raise ValueError(f"model {tm.name!r} needs band(s) {list(tm.bands)}; missing {missing} "
                          f"(got {list(field.bands)})")
-    idx = [field.bands.index(b) for b in model.bands]
-    if not np.allclose(field.band_offsets[idx] - field.band_offsets[idx[0]], model.simulator.band_offsets,
-                       atol=0.3):
+    if field.bands[0] != tm.bands[0]:
+        raise ValueError(f"the field's reference band is {field.bands[0]!r}, the model's {tm.bands[0]!r}: "
+                         f"cut the field with bands={list(tm.bands)} (positions and the WCS are the "
+                         "reference band's)")
+    idx = [field.bands.index(b) for b in tm.bands]
+    if not np.allclose(field.band_offsets[idx], tm.simulator.band_offsets, atol=0.3):
         import warnings
 
         warnings.warn(f"band offsets of this field {field.band_offsets[idx].tolist()} differ from those "
-                      f"the encoder was trained with {model.simulator.band_offsets.tolist()} by more than "
+                      f"the encoder was trained with {tm.simulator.band_offsets.tolist()} by more than "
                       "0.3 pixel", stacklevel=3)
-    return field, field.image[idx]
+    return field.image[idx]
 
 
 def catalog(image_or_frames, model: str = "m2_starfield", *, encoder=None, ra=None, dec=None, center=None,
@@ -123,11 +135,21 @@ def catalog(image_or_frames, model: str = "m2_starfield", *, encoder=None, ra=No
         min_p_exist: also drop stars whose existence probability is below this (the catalog is
             already cut at the model's decision threshold, chosen on simulations).
     """
+    from starmodels.tiles.field import Field
+
     tm = load_tile_model(model, encoder)
     cut = {k: v for k, v in dict(ra=ra, dec=dec, center=center, size=size).items() if v is not None}
-    if cut:
-        cut["psf"] = psf
-    field, image = _field_from(image_or_frames, tm, **cut)
+    if isinstance(image_or_frames, Field):
+        field = image_or_frames
+    elif isinstance(image_or_frames, (str, Path)) or (
+            isinstance(image_or_frames, (list, tuple))
+            and all(isinstance(p, (str, Path)) for p in image_or_frames)):
+        field, _ = load_frames(tm, image_or_frames, psf=psf, **cut)
+    else:
+        if cut:
+            raise TypeError(f"{sorted(cut)} apply to frame files, not to an image array")
+        field = None
+    image = np.asarray(image_or_frames, np.float32) if field is None else model_image(tm, field)
     res = catalog_image(tm.encoder, image, tm.prior, tm.simulator, tm.threshold)
     return to_table(res, tm, field, min_p_exist)
 

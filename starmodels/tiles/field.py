@@ -188,6 +188,11 @@ def _peek_header(path: Path) -> fits.Header | None:
         return None
 
 
+def frame_bands(frames: Sequence[str | Path]) -> list[str]:
+    """The band of each SDSS frame file, from its header (FILTER, else the file name)."""
+    return [_frame(p, "linear", None).band for p in frames]
+
+
 def _frame(path, sky_interp: str, psfield) -> _Frame:
     """Band, ids, frame shape and WCS of a frame file, from its header alone when it can be read."""
     path = Path(path)
