@@ -16,8 +16,7 @@ from astropy.table import Table
 
 from starmodels.atomic import atomic_path
 from starmodels.io import write_image
-
-NMGY_ZERO_POINT = 22.5  # magnitude of 1 nanomaggy
+from starmodels.tiles.units import NMGY_ZERO_POINT  # magnitude of 1 nanomaggy
 
 
 def _interval(x: np.ndarray, prob: float):

@@ -127,15 +127,6 @@ def context_maps(n_sources, locs, fluxes, given) -> jnp.ndarray:
     return jnp.moveaxis(ch, -1, 0)
 
 
-@eqx.filter_jit
-def encode(encoder: TileEncoder, image, background) -> jnp.ndarray:
-    """Compiled :meth:`TileEncoder.__call__` on one image, or a batch (leading axis) of images; the
-    weights are arguments, not constants of the program."""
-    if image.ndim == 4:
-        return jax.vmap(encoder)(image, background)
-    return encoder(image, background)
-
-
 def split_params(p: jnp.ndarray, max_sources: int, n_bands: int, log_flux_bounds=None) -> dict:
     """Named views of the parameter array: ``logits`` (..., M+1); per (k, slot) set stacked on axis -2:
     ``loc_mean``, ``loc_logsd`` (..., S, 2), ``flux_mean``, ``flux_logsd`` (..., S, B) (natural log e-).

@@ -13,7 +13,7 @@ import numpy as np
 
 from starmodels.tiles.catalog import TileCatalog, tile_to_full
 from starmodels.tiles.encoder import encode_checkerboard, mode_catalog
-from starmodels.tiles.metrics import score
+from starmodels.tiles.metrics import flux_to_mag, score
 from starmodels.tiles.simulate import simulate_batch
 
 THRESHOLDS = (None, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -28,10 +28,6 @@ def full_catalog(n, locs, fluxes, tile_size: int, bands) -> tuple[np.ndarray, np
 
 def _inside(pos, size, border):
     return np.all((pos > border) & (pos < size - border), axis=1)
-
-
-def _mag(flux):
-    return 22.5 - 2.5 * np.log10(np.clip(flux, 1e-9, None))          # any zero point: only differences count
 
 
 def simulate_fields(tm, seed: int, images: int = 16, tiles: int = 53) -> tuple[dict, dict]:
@@ -55,7 +51,7 @@ def pooled_scores(tm, sims: dict, params: dict, threshold, flux_limit: float, bo
                               tm.prior.bands)
         ke = _inside(ep, size, border) & (ef[:, 0] >= flux_limit)
         kt = _inside(tp, size, border) & (tf[:, 0] >= flux_limit)
-        s = score((ep[ke], _mag(ef[ke, 0])), (tp[kt], _mag(tf[kt, 0])))
+        s = score((ep[ke], flux_to_mag(ef[ke, 0])), (tp[kt], flux_to_mag(tf[kt, 0])))
         for k in tot:
             tot[k] += int(getattr(s, k))
     p, r = tot["tp_est"] / max(tot["n_est"], 1), tot["tp_true"] / max(tot["n_true"], 1)

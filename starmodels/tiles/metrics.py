@@ -108,12 +108,14 @@ def flux_to_mag(flux_e, nelec_per_nmgy: float = M2.nelec_per_nmgy,
     (default the M2 r band, 856.098); ``mag_zero``: magnitude of one nanomaggy (22.5). Returns float64
     magnitudes of the same shape. Non-positive or non-finite fluxes raise ``ValueError``.
     """
+    from starmodels.tiles import units
+
     f = np.asarray(flux_e, dtype=float)
     bad = ~np.isfinite(f) | (f <= 0)
     if bad.any():
         raise ValueError(f"flux_e must be finite and > 0 to convert to magnitudes; {int(bad.sum())} of "
                          f"{f.size} values are not (first at index {int(np.flatnonzero(bad.ravel())[0])})")
-    return mag_zero - 2.5 * np.log10(f / nelec_per_nmgy)
+    return units.flux_to_mag(f, nelec_per_nmgy) + (mag_zero - units.NMGY_ZERO_POINT)
 
 
 def m2_truth_pixels(true_locs, convention: M2Convention = M2) -> np.ndarray:
