@@ -24,6 +24,7 @@ the SDSS M2 field and :func:`m2_scoring_sets` applies the published protocol to 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,9 +132,13 @@ def m2_truth_pixels(true_locs, convention: M2Convention = M2) -> np.ndarray:
 def default_m2_truth_path() -> Path:
     """Path of the M2 truth file, ``truth/true_hubble_m2.npz`` in the shared SDSS data folder
     (:func:`starmodels.tiles.field.m2_data_dir`)."""
-    from starmodels.tiles.field import m2_data_dir
+    from starmodels.tiles.field import _WORK_DATA, DATA_ENV, m2_data_dir
 
-    return m2_data_dir() / "truth" / "true_hubble_m2.npz"
+    try:
+        root = m2_data_dir()
+    except FileNotFoundError:      # no data here: a path that does not exist, for the caller to report
+        root = Path(os.environ.get(DATA_ENV, _WORK_DATA))
+    return root / "truth" / "true_hubble_m2.npz"
 
 
 class M2Truth(NamedTuple):
