@@ -10,7 +10,9 @@ by the same rule and at >= 1000 electrons in r; StarNet matching rule, Hungarian
 is used for scoring only. Also: the same score on fields simulated from the model's prior, and the
 coverage of its 90% star-count intervals there.
 
-    python -m benchmarks.m2_catalog [--encoder FILE | --steps N --batch B --wake-steps N --checkerboard]
+    python -m benchmarks.m2_catalog [--encoder FILE | --steps N --batch B --wake-steps N --lr LR ...]
+
+Without ``--encoder`` it trains with the shipped recipe (``starmodels.tiles.recipe.RECIPE``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starmodels.tiles.evaluate import count_coverage, full_catalog, pooled_score
 from starmodels.tiles.field import m2_field
 from starmodels.tiles.metrics import M2, m2_scoring_sets, score
 from starmodels.tiles.pipeline import catalog_image
+from starmodels.tiles.recipe import add_recipe_arguments, recipe_from_args
 
 PUBLISHED = {"StarNet (wake-sleep)": (0.506, 0.601, 0.549), "StarNet (sleep only)": (0.510, 0.469, 0.489),
              "PCAT": (0.559, 0.405, 0.469), "DAOPHOT": (0.200, 0.631, 0.303)}
@@ -39,11 +42,11 @@ def evaluate(tm, field, seed: int) -> dict:
     pos, flux = full_catalog(result.n_sources, result.locs, result.fluxes, tm.prior.tile_size, tm.prior.bands)
     sets = m2_scoring_sets(pos, flux[:, 0])
     scores = {rule: score(sets.est, sets.truth, rule=rule) for rule in ("starnet", "hungarian")}
-    sims, params = simulate_fields(tm, seed + 7)
+    sims = simulate_fields(tm, seed + 7)
     return {"scores": scores, "result": result, "n_est": int(len(sets.est[0])),
             "n_true": int(len(sets.truth[0])),
-            "simulated": pooled_scores(tm, sims, params, tm.threshold, M2.flux_min_e),
-            "coverage": count_coverage(tm, sims, params, seed=seed)}
+            "simulated": pooled_scores(tm, sims, tm.threshold, M2.flux_min_e),
+            "coverage": count_coverage(tm, sims, seed=seed)}
 
 
 def _row(label, s) -> str:
@@ -54,12 +57,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoder", help="load this encoder file (with its prior and simulator), no training")
     ap.add_argument("--save", help="write the final encoder here")
-    ap.add_argument("--steps", type=int, default=1200, help="sleep-phase training steps")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--wake-steps", type=int, default=0, help="fine-tuning steps after the wake fit")
+    add_recipe_arguments(ap)
     ap.add_argument("--bands", nargs="+", default=["r", "i"])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkerboard", action="store_true", help="two-colour conditional encoder")
+    ap.add_argument("--tile-channels", type=int, default=64, help="channels of the encoder's tile layers")
+    ap.add_argument("--tile-layers", type=int, default=4, help="residual layers at tile resolution")
     ap.add_argument("--name", default="m2_catalog")
     args = ap.parse_args(argv)
 
@@ -69,9 +70,9 @@ def main(argv=None) -> dict:
     if args.encoder:
         tm = load_tile_model("m2_starfield", args.encoder)
     else:
-        tm, before_tm = build_tile_model(field, steps=args.steps, batch=args.batch,
-                                         wake_steps=args.wake_steps, checkerboard=args.checkerboard,
-                                         seed=args.seed, flux_limit=M2.flux_min_e)
+        tm, before_tm = build_tile_model(field, **recipe_from_args(args), flux_limit=M2.flux_min_e,
+                                         encoder_kwargs={"tile_channels": args.tile_channels,
+                                                         "n_tile": args.tile_layers})
     build_s = time.perf_counter() - t0
     if args.save:
         command = " ".join(["python -m benchmarks.m2_catalog", *(argv if argv is not None else sys.argv[1:])])

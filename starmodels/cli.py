@@ -105,6 +105,7 @@ def _train_encoder(args) -> int:
     from starmodels.tiles.api import TILE_MODELS
     from starmodels.tiles.build import build_tile_model, save_tile_model
     from starmodels.tiles.field import m2_field
+    from starmodels.tiles.recipe import recipe_from_args
 
     if args.model not in TILE_MODELS:
         raise ValueError(f"no tile model {args.model!r}; available: {list(TILE_MODELS)}")
@@ -112,8 +113,7 @@ def _train_encoder(args) -> int:
 
     check_writable_folder(Path(args.out).parent)
     field = m2_field(data_dir=args.data)
-    tm, _ = build_tile_model(field, args.model, steps=args.steps, batch=args.batch,
-                             wake_steps=args.wake_steps, checkerboard=args.checkerboard, seed=args.seed)
+    tm, _ = build_tile_model(field, args.model, **recipe_from_args(args))
     save_tile_model(args.out, tm, command=" ".join(["starmodels", *sys.argv[1:]]))
     sleep = tm.header["meta"]["training"]["sleep"]
     print(f"trained {sleep['steps']} steps on {sleep['images']} simulated images in "
@@ -179,11 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(func=_catalog)
     t = sub.add_parser("train-encoder", help="train a tile model's encoder from scratch on its field")
     t.add_argument("model", help="tile model name (m2_starfield)")
-    t.add_argument("--steps", type=int, default=1200)
-    t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--wake-steps", type=int, default=0)
-    t.add_argument("--checkerboard", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
+    from starmodels.tiles.recipe import add_recipe_arguments
+
+    add_recipe_arguments(t)
     t.add_argument("--data", help="SDSS data folder (default: STARMODELS_SDSS_DATA or ../shared/data/sdss)")
     t.add_argument("--out", default="encoder.eqx", help="encoder file to write")
     t.set_defaults(func=_train_encoder)

@@ -1,5 +1,6 @@
 """Tile catalogs' generative model: PSF profile, renderer, prior, simulator, encoder, training, files."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -276,3 +277,112 @@ def test_checkerboard_conditions_the_second_colour_on_the_first():
     assert changed[1, 1] and changed[0, 1] and changed[1, 2] and not changed[4, 4]
     p = encode_checkerboard(enc, img, bg)
     assert p["logits"].shape == (6, 6, 3)
+
+
+def _context_sensitive_encoder():
+    """A tiny checkerboard encoder whose conditional head depends strongly on its context."""
+    enc = TileEncoder(jax.random.PRNGKey(3), n_bands=1, pixel_channels=8, tile_channels=8, n_pixel=1,
+                      n_tile=1, checkerboard=True)
+    enc = eqx.tree_at(lambda e: e.context.weight, enc, enc.context.weight * 30.0)
+    enc = eqx.tree_at(lambda e: e.head2_b.weight, enc, enc.head2_b.weight * 10.0)
+    img = 1000.0 + 300.0 * jax.random.normal(jax.random.PRNGKey(4), (1, 12, 12))
+    return enc, img, jnp.full_like(img, 1000.0)
+
+
+def test_checkerboard_draws_are_ancestral():
+    """Second-colour counts drawn by sample_checkerboard follow the conditional head given each draw's
+    own first-colour catalog (checked against the head evaluated independently for every draw)."""
+    from starmodels.tiles.encoder import colour_mask, context_maps, sample_checkerboard
+
+    enc, img, bg = _context_sensitive_encoder()
+    num = 3000
+    n, locs, fl = sample_checkerboard(jax.random.PRNGKey(5), enc, img, bg, num)
+    assert n.shape == (num, 6, 6) and locs.shape == (num, 6, 6, 2, 2) and fl.shape == (num, 6, 6, 2, 1)
+    first = colour_mask(6, 6)
+    feats = enc.features(img, bg)
+    probs = jax.vmap(lambda a, b, c: jax.nn.softmax(split_params(
+        enc.conditional_head(feats, context_maps(a, b, c, first)), 2, 1)["logits"], -1))(n, locs, fl)
+    tile = (3, 2)                                                   # a second-colour tile
+    assert not bool(first[tile])
+    p_draw = np.asarray(probs[:, tile[0], tile[1]])                 # (num, 3) per-draw conditional
+    assert p_draw[:, 0].std() > 0.05                                # the context matters: the test has power
+    counts = np.asarray(n[:, tile[0], tile[1]])
+    for k in range(3):
+        expected, sd = p_draw[:, k].mean(), np.sqrt(p_draw[:, k].mean() * (1 - p_draw[:, k].mean()) / num)
+        assert abs((counts == k).mean() - expected) < 4 * sd + 1e-3
+    # first-colour tiles follow the marginal head
+    marg = jax.nn.softmax(split_params(enc.head(feats), 2, 1)["logits"], -1)
+    assert abs(float((n[:, 2, 2] == 0).mean()) - float(marg[2, 2, 0])) < 0.04
+
+
+def test_checkerboard_context_follows_the_decision_threshold():
+    from starmodels.tiles.encoder import colour_mask, encode_checkerboard, mode_catalog
+
+    enc, img, bg = _context_sensitive_encoder()
+    p_lo, p_hi = (encode_checkerboard(enc, img, bg, threshold=t) for t in (0.05, 0.95))
+    first = np.asarray(colour_mask(6, 6))
+    # first-colour tiles do not depend on the threshold; second-colour tiles see different catalogs
+    assert np.allclose(np.asarray(p_lo["logits"])[first], np.asarray(p_hi["logits"])[first])
+    n_lo = np.asarray(mode_catalog(p_lo, 2, 0.05)[0])[first]
+    n_hi = np.asarray(mode_catalog(p_hi, 2, 0.95)[0])[first]
+    assert (n_lo != n_hi).any()
+    assert not np.allclose(np.asarray(p_lo["logits"])[~first], np.asarray(p_hi["logits"])[~first])
+
+
+def test_truncated_flux_is_a_normalized_density_with_draws_and_median_inside_the_support(tmp_path):
+    from scipy.stats import norm
+
+    from starmodels.tiles.encoder import log_flux_sd, point_log_flux
+
+    lo, hi = np.log(700.0), np.log(1e6)
+    enc = TileEncoder(jax.random.PRNGKey(0), n_bands=2, pixel_channels=8, tile_channels=8, n_pixel=1,
+                      n_tile=1, flux_bounds=(lo, hi))
+    raw = np.zeros((1, 1, 3 + 3 * 8), np.float32)
+    raw[..., :3] = [-20.0, 20.0, -20.0]                                   # one star, surely
+    # set (k=1, slot 0): loc mean, loc log-sd, log-flux means (r below the prior's limit), log-flux log-sds
+    raw[..., 3:11] = [0.0, 0.0, -2.0, -2.0, 6.3 - 8.0, 6.5 - 8.0, np.log(0.6), np.log(0.3)]
+    p = enc.split(jnp.asarray(raw))
+    assert p["flux_bounds"].shape == (1, 1, 3, 2)
+    one, half = jnp.ones((1, 1), int), jnp.full((1, 1, 2, 2), 0.5)
+
+    def lq(params, lf_r):
+        return float(log_q(params, one, half, jnp.exp(jnp.array([[[[lf_r, 6.5], [0.0, 0.0]]]])), 2)[0, 0])
+
+    # the truncated density is the normal's divided by its mass inside the support ...
+    mass = norm.sf(lo, loc=6.3, scale=0.6)
+    assert lq(split_params(jnp.asarray(raw), 2, 2), 6.5) - lq(p, 6.5) == pytest.approx(np.log(mass), abs=1e-3)
+    # ... and integrates to 1 over it (log_q is a density in log flux)
+    grid = np.linspace(lo, lo + 6.0, 3001)
+    many = jax.jit(jax.vmap(lambda x: log_q(p, one, half, jnp.exp(jnp.array([[[[x, 6.5], [0.0, 0.0]]]])),
+                                           2)[0, 0]))
+    rel = np.exp(np.asarray(many(jnp.asarray(grid)), float) - lq(p, 6.5))
+    pdf_at = norm.pdf(6.5, 6.3, 0.6) / mass
+    assert np.trapezoid(rel, grid) * pdf_at == pytest.approx(1.0, rel=2e-3)
+    # draws respect the support and pile up at the limit; the point flux is their median; the sd theirs
+    _, _, f = sample_catalogs(jax.random.PRNGKey(1), p, 2, 20000)
+    lf = np.log(np.asarray(f[:, 0, 0, 0, 0]))
+    assert lf.min() >= lo - 1e-4 and np.mean(lf < lo + 0.1) > 0.1
+    assert np.mean(lf < float(point_log_flux(p)[0, 0, 0, 0])) == pytest.approx(0.5, abs=0.015)
+    assert float(log_flux_sd(p)[0, 0, 0, 0]) == pytest.approx(lf.std(), rel=0.03)
+    assert float(point_log_flux(p)[0, 0, 0, 1]) == pytest.approx(6.5, abs=1e-5)   # i band: not truncated
+    # the bounds travel with the encoder file; bad bounds are refused
+    save_encoder(tmp_path / "t.eqx", enc, {"model": "m2_starfield"})
+    assert load_encoder(tmp_path / "t.eqx")[0].flux_bounds == pytest.approx((lo, hi))
+    with pytest.raises(ValueError, match="flux_bounds"):
+        TileEncoder(jax.random.PRNGKey(0), flux_bounds=(hi, lo))
+
+
+def test_one_training_recipe_for_the_cli_the_benchmark_and_build():
+    import argparse
+    import inspect
+
+    from starmodels.tiles.build import build_tile_model
+    from starmodels.tiles.recipe import RECIPE, add_recipe_arguments, recipe_from_args
+
+    parser = argparse.ArgumentParser()
+    add_recipe_arguments(parser)
+    assert recipe_from_args(parser.parse_args([])) == {**RECIPE, "seed": 0}
+    defaults = {k: p.default for k, p in inspect.signature(build_tile_model).parameters.items()}
+    assert {k: defaults[k] for k in RECIPE} == RECIPE
+    flipped = recipe_from_args(parser.parse_args(["--no-checkerboard", "--lr", "1e-3", "--steps", "10"]))
+    assert flipped["checkerboard"] is False and flipped["learning_rate"] == 1e-3 and flipped["steps"] == 10

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import starmodels  # noqa: F401
-from starmodels.tiles.encoder import TileEncoder, split_params
+from starmodels.tiles.encoder import TileEncoder, sample_catalogs, split_params
 from starmodels.tiles.prior import TilePrior
 from starmodels.tiles.psf import PowerLawPSF, fine_kernel
 from starmodels.tiles.results import count_interval, mode_table, true_count
@@ -65,9 +65,10 @@ def test_mode_table_and_count_interval_on_a_certain_answer():
     t = mode_table(p, 2, ("r",))
     assert len(t["row"]) == 1 and t["row"][0] == pytest.approx(2.5) and t["p_exist"][0] == pytest.approx(1.0)
     assert t["flux_r"][0] == pytest.approx(5000.0, rel=1e-4) and t["row_sd"][0] < 0.1
-    c = count_interval(jax.random.PRNGKey(0), p, 2, min_flux=1000.0, num_samples=200)
+    draws = sample_catalogs(jax.random.PRNGKey(0), p, 2, 200)
+    c = count_interval(draws, 2, min_flux=1000.0)
     assert c["lo"] == c["hi"] == 1.0
-    c = count_interval(jax.random.PRNGKey(0), p, 2, region=(0, 2, 0, 8), num_samples=200)
+    c = count_interval(draws, 2, region=(0, 2, 0, 8))
     assert c["hi"] == 0.0                                           # the star is at row 2.5
     n = np.zeros((4, 4), int)
     n[1, 1] = 1
@@ -76,4 +77,6 @@ def test_mode_table_and_count_interval_on_a_certain_answer():
     assert true_count(n, locs, fl, 2, min_flux=1000.0) == 1
     assert true_count(n, locs, fl, 2, min_flux=6000.0) == 0
     with pytest.raises(ValueError, match="prob"):
-        count_interval(jax.random.PRNGKey(0), p, 2, prob=1.5)
+        count_interval(draws, 2, prob=1.5)
+    with pytest.raises(ValueError, match="draw"):
+        count_interval(tuple(a[0] for a in draws), 2)

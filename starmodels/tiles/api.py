@@ -22,10 +22,11 @@ from importlib import resources
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from astropy.table import Table
 
-from starmodels.tiles.encoder import EncoderFileError, TileEncoder, load_encoder
+from starmodels.tiles.encoder import EncoderFileError, TileEncoder, load_encoder, sample_checkerboard
 from starmodels.tiles.instrument import config_from_dict
 from starmodels.tiles.pipeline import ImageCatalog, catalog_image
 from starmodels.tiles.prior import TilePrior
@@ -183,13 +184,17 @@ def to_table(res: ImageCatalog, tm: TileModel, field=None, min_p_exist: float = 
 
 
 def count_summary(res: ImageCatalog, tm: TileModel, seed: int = 0, limits=(1000.0, 3000.0, 10000.0),
-                  prob: float = 0.9) -> dict:
+                  prob: float = 0.9, num_samples: int = 1000) -> dict:
     """Posterior numbers of stars brighter than each flux limit (electrons, reference band) in the
-    whole image, with central ``prob`` intervals (catalogs drawn from the encoder)."""
+    whole image, with central ``prob`` intervals, from ``num_samples`` catalogs drawn from the encoder
+    (:func:`~starmodels.tiles.encoder.sample_checkerboard`; the same draws for every limit)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    draws = sample_checkerboard(jax.random.PRNGKey(seed), tm.encoder, jnp.asarray(res.image),
+                                jnp.asarray(res.background), num_samples, tm.prior.log_flux_bounds())
     out = {}
-    for i, lim in enumerate(limits):
-        c = count_interval(jax.random.PRNGKey(seed + i), res.params, tm.prior.tile_size, min_flux=lim,
-                           num_samples=1000, prob=prob)
+    for lim in limits:
+        c = count_interval(draws, tm.prior.tile_size, min_flux=lim, prob=prob)
         out[f">= {lim:g} e-"] = {k: c[k] for k in ("mean", "sd", "lo", "hi", "prob")}
     return out
 

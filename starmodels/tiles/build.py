@@ -31,6 +31,7 @@ from starmodels.tiles.evaluate import choose_threshold
 from starmodels.tiles.instrument import calibrate_faint_light, config_to_dict, kernels, simulator_config
 from starmodels.tiles.pipeline import catalog_image
 from starmodels.tiles.prior import TilePrior
+from starmodels.tiles.recipe import RECIPE
 from starmodels.tiles.train import train_encoder
 from starmodels.tiles.wake import fit_instrument
 
@@ -48,20 +49,26 @@ def setup_from_field(field, *, mean_sources: float = 0.6, alpha: float = 1.0, fl
     return prior, cfg, profiles, measured
 
 
-def build_tile_model(field, name: str = "m2_starfield", *, steps: int = 1200, batch: int = 16,
-                     wake_steps: int = 0, checkerboard: bool = False, seed: int = 0,
-                     flux_limit: float = 1000.0, progress: bool = True, encoder_kwargs: dict | None = None,
-                     prior_kwargs: dict | None = None):
+def build_tile_model(field, name: str = "m2_starfield", *, steps: int = RECIPE["steps"],
+                     batch: int = RECIPE["batch"], wake_steps: int = RECIPE["wake_steps"],
+                     checkerboard: bool = RECIPE["checkerboard"], seed: int = 0, flux_limit: float = 1000.0,
+                     progress: bool = True, encoder_kwargs: dict | None = None,
+                     prior_kwargs: dict | None = None, learning_rate: float = RECIPE["learning_rate"],
+                     truncated_flux: bool = RECIPE["truncated_flux"]):
     """Train a tile model for ``field``; returns ``(final, before_wake)`` (``before_wake`` is None
     without a wake phase). Training information is in ``final.header["meta"]["training"]``, the
     decision threshold (chosen on simulations for stars brighter than ``flux_limit`` electrons) in
-    ``["decision"]``."""
+    ``["decision"]``. ``learning_rate``: peak of the sleep phase's schedule (the fine-tuning after the
+    wake fit uses 0.3 of it). ``truncated_flux``: the encoder's reference-band flux distribution is
+    truncated to the prior's support (see :mod:`starmodels.tiles.encoder`)."""
     prior, cfg, profiles, measured = setup_from_field(field, **(prior_kwargs or {}))
+    bounds = prior.log_flux_bounds() if truncated_flux else None
     encoder = TileEncoder(jax.random.PRNGKey(seed), n_bands=field.n_bands, checkerboard=checkerboard,
-                          **(encoder_kwargs or {}))
+                          flux_bounds=bounds, **(encoder_kwargs or {}))
     encoder, log = train_encoder(encoder, prior, cfg, num_steps=steps, batch=batch, seed=seed,
-                                 validate_every=100, progress=progress)
-    training = {"sleep": {"steps": steps, "batch": batch, "images": log.images,
+                                 learning_rate=learning_rate, validate_every=100, progress=progress)
+    training = {"sleep": {"steps": steps, "batch": batch, "learning_rate": learning_rate,
+                          "images": log.images,
                           "compile_seconds": log.compile_seconds, "run_seconds": log.run_seconds,
                           "loss": log.loss, "val_loss": log.val_loss}}
     simulator = config_to_dict(cfg, profiles, measured["psf_size"])
@@ -78,7 +85,7 @@ def build_tile_model(field, name: str = "m2_starfield", *, steps: int = 1200, ba
                          read_variance=cfg.read_variance, background=res.background)
     cfg2 = dataclasses.replace(cfg, psf=kernels(fit.profiles, measured["psf_size"], cfg.oversample))
     enc2, log2 = train_encoder(encoder, prior, cfg2, num_steps=wake_steps, batch=batch, seed=seed + 1,
-                               learning_rate=3e-4, validate_every=100, progress=progress)
+                               learning_rate=0.3 * learning_rate, validate_every=100, progress=progress)
     training2 = {**training, "wake": {
         "seconds": time.perf_counter() - t0, "psf_profiles": [p.array().tolist() for p in fit.profiles],
         "flux_scale": fit.flux_scale.tolist(), "nll_history": fit.history,

@@ -3,7 +3,11 @@
 Per tile, ``q(n)`` is categorical over 0..M stars; given ``n = k`` the ``k`` stars (brightest first in the
 reference band) have independent logit-normal (row, col) positions inside the tile and normal
 log-fluxes per band, with a separate set of parameters for every ``(k, slot)`` (so a tile with one
-star and a tile with two brighter-and-fainter stars are described separately). The network is a small
+star and a tile with two brighter-and-fainter stars are described separately). An encoder made with
+``flux_bounds`` (the prior's support of the reference band's log flux) truncates that band's normal
+to the support, so a faint star's distribution piles up at the prior's lower limit instead of
+spilling below it (which biases counts of stars above a flux limit); its point flux is then the
+truncated normal's median. The network is a small
 fully convolutional CNN: a few 3x3 convolutions at pixel resolution, one stride-``tile_size``
 convolution down to tiles, residual 3x3 convolutions between neighbouring tiles and a 1x1 head. It sees
 ``asinh((image - background) / sqrt(background))`` per band, so it is told the background.
@@ -49,10 +53,15 @@ class TileEncoder(eqx.Module):
 
     def __init__(self, key, *, n_bands: int = 2, tile_size: int = 2, max_sources: int = 2,
                  pixel_channels: int = 32, tile_channels: int = 64, n_pixel: int = 2, n_tile: int = 4,
-                 checkerboard: bool = False):
+                 checkerboard: bool = False, flux_bounds=None):
+        if flux_bounds is not None:
+            flux_bounds = tuple(float(v) for v in flux_bounds)
+            if len(flux_bounds) != 2 or not flux_bounds[0] < flux_bounds[1]:
+                raise ValueError(f"flux_bounds must be (lo, hi) natural-log electrons with lo < hi, got "
+                                 f"{flux_bounds}")
         self.hyper = tuple(dict(n_bands=n_bands, tile_size=tile_size, max_sources=max_sources,
                                 pixel_channels=pixel_channels, tile_channels=tile_channels, n_pixel=n_pixel,
-                                n_tile=n_tile, checkerboard=checkerboard).items())
+                                n_tile=n_tile, checkerboard=checkerboard, flux_bounds=flux_bounds).items())
         keys = iter(jax.random.split(key, 6 + n_pixel + n_tile))
         chans = [n_bands] + [pixel_channels] * n_pixel
         self.pixel_convs = [eqx.nn.Conv2d(a, b, 3, padding=1, key=next(keys))
@@ -73,6 +82,15 @@ class TileEncoder(eqx.Module):
             out = eqx.nn.Conv2d(tile_channels, nout, 1, key=next(keys))
             self.head2_b = eqx.tree_at(lambda c: c.weight, out, out.weight * 0.1)
         self.tile_size, self.max_sources, self.n_bands = tile_size, max_sources, n_bands
+
+    @property
+    def flux_bounds(self) -> tuple[float, float] | None:
+        """(lo, hi) natural-log electrons of the truncated reference-band flux, or None."""
+        return dict(self.hyper).get("flux_bounds")
+
+    def split(self, raw: jnp.ndarray, log_flux_bounds=None) -> dict:
+        """:func:`split_params` of this encoder's raw output (with its truncation, if any)."""
+        return split_params(raw, self.max_sources, self.n_bands, log_flux_bounds, truncation=self.flux_bounds)
 
     @property
     def checkerboard(self) -> bool:
@@ -127,12 +145,15 @@ def context_maps(n_sources, locs, fluxes, given) -> jnp.ndarray:
     return jnp.moveaxis(ch, -1, 0)
 
 
-def split_params(p: jnp.ndarray, max_sources: int, n_bands: int, log_flux_bounds=None) -> dict:
+def split_params(p: jnp.ndarray, max_sources: int, n_bands: int, log_flux_bounds=None,
+                 truncation=None) -> dict:
     """Named views of the parameter array: ``logits`` (..., M+1); per (k, slot) set stacked on axis -2:
     ``loc_mean``, ``loc_logsd`` (..., S, 2), ``flux_mean``, ``flux_logsd`` (..., S, B) (natural log e-).
 
     ``log_flux_bounds`` = (lo, hi) clips the flux means to the prior's support (natural log electrons):
-    on images unlike its training set the network can extrapolate far outside it."""
+    on images unlike its training set the network can extrapolate far outside it. ``truncation`` =
+    (lo, hi) natural-log electrons: the reference band's log flux is a normal truncated to it (added as
+    ``flux_bounds`` (..., S, 2))."""
     m = max_sources
     logits = p[..., :m + 1]
     per = 4 + 2 * n_bands
@@ -141,8 +162,55 @@ def split_params(p: jnp.ndarray, max_sources: int, n_bands: int, log_flux_bounds
     flux_mean = sets[..., 4:4 + n_bands] + 8.0
     if log_flux_bounds is not None:
         flux_mean = jnp.clip(flux_mean, *log_flux_bounds)
-    return {"logits": logits, "loc_mean": sets[..., 0:2], "loc_logsd": clip(sets[..., 2:4]),
-            "flux_mean": flux_mean, "flux_logsd": clip(sets[..., 4 + n_bands:])}
+    out = {"logits": logits, "loc_mean": sets[..., 0:2], "loc_logsd": clip(sets[..., 2:4]),
+           "flux_mean": flux_mean, "flux_logsd": clip(sets[..., 4 + n_bands:])}
+    if truncation is not None:
+        out["flux_bounds"] = jnp.broadcast_to(jnp.asarray(truncation, p.dtype), (*flux_mean.shape[:-1], 2))
+    return out
+
+
+def _standardized_bounds(mean, logsd, bounds):
+    """The truncation bounds of the reference band in units of its normal: (a, b), each (..., S)."""
+    sd = jnp.exp(logsd[..., 0])
+    return (bounds[..., 0] - mean[..., 0]) / sd, (bounds[..., 1] - mean[..., 0]) / sd
+
+
+def _log_mass(a, b):
+    """log(Phi(b) - Phi(a)), stable in both tails."""
+    from jax.scipy.special import log_ndtr
+
+    upper = log_ndtr(b) + jnp.log(-jnp.expm1(log_ndtr(a) - log_ndtr(b)))          # a << 0 side
+    lower = log_ndtr(-a) + jnp.log(-jnp.expm1(log_ndtr(-b) - log_ndtr(-a)))        # b >> 0 side
+    return jnp.where(a > 0, lower, upper)
+
+
+def log_flux_sd(params: dict) -> jnp.ndarray:
+    """Standard deviation of the log fluxes (..., S, B), of the truncated normal for a truncated band."""
+    from jax.scipy.special import ndtr
+
+    sd = jnp.exp(params["flux_logsd"])
+    if "flux_bounds" not in params:
+        return sd
+    a, b = _standardized_bounds(params["flux_mean"], params["flux_logsd"], params["flux_bounds"])
+    z = jnp.clip(ndtr(b) - ndtr(a), 1e-30, None)
+    pa, pb = jnp.exp(-0.5 * a**2) / jnp.sqrt(2 * jnp.pi), jnp.exp(-0.5 * b**2) / jnp.sqrt(2 * jnp.pi)
+    var = 1 + (jnp.where(jnp.isfinite(a), a * pa, 0.0) - jnp.where(jnp.isfinite(b), b * pb, 0.0)) / z \
+        - ((pa - pb) / z) ** 2
+    return sd.at[..., 0].set(sd[..., 0] * jnp.sqrt(jnp.clip(var, 0.0, None)))
+
+
+def point_log_flux(params: dict) -> jnp.ndarray:
+    """Point estimate of the log fluxes (..., S, B): the normal's mean, or for a truncated reference band
+    the truncated normal's median."""
+    from jax.scipy.special import ndtr, ndtri
+
+    mean = params["flux_mean"]
+    if "flux_bounds" not in params:
+        return mean
+    a, b = _standardized_bounds(mean, params["flux_logsd"], params["flux_bounds"])
+    med = mean[..., 0] + jnp.exp(params["flux_logsd"][..., 0]) * ndtri(0.5 * (ndtr(a) + ndtr(b)))
+    med = jnp.clip(med, params["flux_bounds"][..., 0], params["flux_bounds"][..., 1])
+    return mean.at[..., 0].set(med)
 
 
 def set_index(max_sources: int) -> np.ndarray:
@@ -175,6 +243,10 @@ def log_q(params: dict, n_sources, locs, fluxes, max_sources: int) -> jnp.ndarra
     lp_loc = lp_loc.sum(-1)
     lf = jnp.log(jnp.clip(fluxes, 1e-3, None))
     lp_flux = _normal_logpdf(lf, take(params["flux_mean"]), take(params["flux_logsd"])).sum(-1)
+    if "flux_bounds" in params:
+        ab = _standardized_bounds(take(params["flux_mean"]), take(params["flux_logsd"]),
+                                  take(params["flux_bounds"]))
+        lp_flux = lp_flux - _log_mass(*ab)
     on = jnp.arange(m) < n_sources[..., None]
     return lp_n + jnp.where(on, lp_loc + lp_flux, 0.0).sum(-1)
 
@@ -200,7 +272,7 @@ def mode_catalog(params: dict, max_sources: int, threshold: float | None = None)
     take = lambda a: jnp.take_along_axis(a, idx[..., None], axis=-2)
     on = jnp.arange(max_sources) < n[..., None]
     locs = jnp.where(on[..., None], jax.nn.sigmoid(take(params["loc_mean"])), 0.0)
-    fluxes = jnp.where(on[..., None], jnp.exp(take(params["flux_mean"])), 0.0)
+    fluxes = jnp.where(on[..., None], jnp.exp(take(point_log_flux(params))), 0.0)
     return n, locs, fluxes, probs
 
 
@@ -213,8 +285,12 @@ def sample_catalogs(key, params: dict, max_sources: int, num: int):
     take = lambda a: jnp.take_along_axis(jnp.broadcast_to(a, (num, *a.shape)), idx[..., None], axis=-2)
     eps = jax.random.normal(kl, (*shape, max_sources, 2))
     z = take(params["loc_mean"]) + jnp.exp(take(params["loc_logsd"])) * eps
-    lf = take(params["flux_mean"]) + jnp.exp(take(params["flux_logsd"])) * jax.random.normal(
-        kf, (*shape, max_sources, params["flux_mean"].shape[-1]))
+    eps_f = jax.random.normal(kf, (*shape, max_sources, params["flux_mean"].shape[-1]))
+    if "flux_bounds" in params:
+        a, b = _standardized_bounds(take(params["flux_mean"]), take(params["flux_logsd"]),
+                                    take(params["flux_bounds"]))
+        eps_f = eps_f.at[..., 0].set(jax.random.truncated_normal(jax.random.fold_in(kf, 1), a, b))
+    lf = take(params["flux_mean"]) + jnp.exp(take(params["flux_logsd"])) * eps_f
     on = jnp.arange(max_sources) < n[..., None]
     return n, jnp.where(on[..., None], jax.nn.sigmoid(z), 0.0), jnp.where(on[..., None], jnp.exp(lf), 0.0)
 
@@ -276,35 +352,77 @@ def checkerboard_log_q(encoder: TileEncoder, image, background, n_sources, locs,
     under the marginal head, second-colour tiles under the conditional head given the true catalogs
     of the first colour. Without a conditional head, the marginal log q of every tile."""
     feats = encoder.features(image, background)
-    m, nb = encoder.max_sources, encoder.n_bands
-    marginal = log_q(split_params(encoder.head(feats), m, nb), n_sources, locs, fluxes, m)
+    m = encoder.max_sources
+    marginal = log_q(encoder.split(encoder.head(feats)), n_sources, locs, fluxes, m)
     if not encoder.checkerboard:
         return marginal
     first = colour_mask(*n_sources.shape)
     ctx = context_maps(n_sources, locs, fluxes, first)
-    cond = log_q(split_params(encoder.conditional_head(feats, ctx), m, nb), n_sources, locs, fluxes, m)
+    cond = log_q(encoder.split(encoder.conditional_head(feats, ctx)), n_sources, locs, fluxes, m)
     return jnp.where(first, marginal, cond)
 
 
 @eqx.filter_jit
-def encode_checkerboard(encoder: TileEncoder, image, background, log_flux_bounds=None) -> dict:
+def encode_checkerboard(encoder: TileEncoder, image, background, log_flux_bounds=None,
+                        threshold: float | None = None) -> dict:
     """Split parameters of every tile of one image (or a batch, leading axis): first colour marginal,
-    second colour conditioned on the first colour's most probable catalog (the marginal head
-    everywhere without a conditional head)."""
+    second colour conditioned on the first colour's point catalog (the marginal head everywhere
+    without a conditional head).
+
+    ``threshold`` is the decision rule of :func:`mode_catalog` that makes the first colour's catalog,
+    so with the same threshold for the final catalog the second colour is conditioned on exactly the
+    stars the first colour reports (a star the first colour does not report can still be claimed by
+    its neighbour). None: the most probable count.
+    """
     if image.ndim == 4:
-        return jax.vmap(lambda i, b: _encode_checkerboard(encoder, i, b, log_flux_bounds))(image, background)
-    return _encode_checkerboard(encoder, image, background, log_flux_bounds)
+        return jax.vmap(lambda i, b: _encode_checkerboard(encoder, i, b, log_flux_bounds, threshold))(
+            image, background)
+    return _encode_checkerboard(encoder, image, background, log_flux_bounds, threshold)
 
 
-def _encode_checkerboard(encoder: TileEncoder, image, background, log_flux_bounds=None) -> dict:
+def _encode_checkerboard(encoder: TileEncoder, image, background, log_flux_bounds=None,
+                         threshold=None) -> dict:
     feats = encoder.features(image, background)
-    m, nb = encoder.max_sources, encoder.n_bands
-    p = split_params(encoder.head(feats), m, nb, log_flux_bounds)
+    m = encoder.max_sources
+    p = encoder.split(encoder.head(feats), log_flux_bounds)
     if not encoder.checkerboard:
         return p
-    n, locs, fluxes, _ = mode_catalog(p, m)
+    n, locs, fluxes, _ = mode_catalog(p, m, threshold)
     first = colour_mask(*n.shape)
     raw = encoder.conditional_head(feats, context_maps(n, locs, fluxes, first))
-    q = split_params(raw, m, nb, log_flux_bounds)
+    q = encoder.split(raw, log_flux_bounds)
     pick = lambda a, b: jnp.where(first.reshape(first.shape + (1,) * (a.ndim - 2)), a, b)
     return jax.tree.map(pick, p, q)
+
+
+@eqx.filter_jit
+def sample_checkerboard(key, encoder: TileEncoder, image, background, num: int, log_flux_bounds=None,
+                        chunk: int = 64):
+    """``num`` catalogs of one (B, H, W) image (electrons) drawn ancestrally under the two-colour scheme:
+    the first colour's tiles from the marginal head, then for each draw the second colour's tiles from
+    the conditional head given that draw's first-colour catalogs (``chunk`` draws at a time). Without a
+    conditional head, independent draws from the marginal head.
+
+    Returns:
+        ``(n_sources, locs, fluxes)``: (num, nth, ntw) int; (num, nth, ntw, M, 2) tile fractions;
+        (num, nth, ntw, M, B) electrons.
+    """
+    feats = encoder.features(image, background)
+    m = encoder.max_sources
+    p = encoder.split(encoder.head(feats), log_flux_bounds)
+    k1, k2 = jax.random.split(key)
+    n1, l1, f1 = sample_catalogs(k1, p, m, num)
+    if not encoder.checkerboard:
+        return n1, l1, f1
+    first = colour_mask(*n1.shape[1:])
+
+    def second(args):
+        k, n, locs, fluxes = args
+        raw = encoder.conditional_head(feats, context_maps(n, locs, fluxes, first))
+        q = encoder.split(raw, log_flux_bounds)
+        n2, l2, f2 = sample_catalogs(k, q, m, 1)
+        return n2[0], l2[0], f2[0]
+
+    n2, l2, f2 = jax.lax.map(second, (jax.random.split(k2, num), n1, l1, f1), batch_size=chunk)
+    pick = lambda a, b: jnp.where(first.reshape(first.shape + (1,) * (a.ndim - 3)), a, b)
+    return pick(n1, n2), pick(l1, l2), pick(f1, f2)

@@ -1,8 +1,10 @@
 """From an image to a catalog with the trained encoder: background estimate, encoder, mode catalog.
 
 :func:`catalog_image` is what the benchmark, the Python interface and the CLI run on a (B, H, W)
-image in electrons; it returns the encoder's parameters per tile (for sampling and count intervals),
-the most probable catalog per tile, and its per-star table (:func:`~starmodels.tiles.results.mode_table`).
+image in electrons; it returns the encoder's parameters per tile, the point catalog per tile at the
+decision threshold (the checkerboard's second colour conditioned on the first colour's catalog at the
+same threshold) and its per-star table (:func:`~starmodels.tiles.results.mode_table`); the image and
+background are kept for drawing catalogs (:func:`~starmodels.tiles.encoder.sample_checkerboard`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class ImageError(ValueError):
 @dataclass
 class ImageCatalog:
     """The encoder's answer for one image: per-tile ``params``, ``background`` (B, H, W) electrons,
-    the mode catalog per tile (``n_sources``, ``locs``, ``fluxes``, ``count_probs``), its per-star
-    ``table`` (dict of arrays) and ``seconds`` spent (background + encoder + mode)."""
+    the point catalog per tile (``n_sources``, ``locs``, ``fluxes``, ``count_probs``), its per-star
+    ``table`` (dict of arrays), ``seconds`` spent (background + encoder + point catalog) and the
+    ``image`` (B, H, W) electrons it was made from."""
 
     params: dict
     background: np.ndarray
@@ -38,6 +41,7 @@ class ImageCatalog:
     count_probs: np.ndarray
     table: dict
     seconds: float
+    image: np.ndarray
 
 
 def check_image(image, encoder: TileEncoder) -> np.ndarray:
@@ -65,14 +69,15 @@ def check_image(image, encoder: TileEncoder) -> np.ndarray:
 def catalog_image(encoder: TileEncoder, image, prior: TilePrior, cfg: SimulatorConfig,
                   threshold: float | None = None) -> ImageCatalog:
     """Catalog one (B, H, W) image in electrons (sky included) with a trained encoder; ``threshold``
-    is the existence probability a star needs (default: the most probable count per tile)."""
+    is the existence probability a star needs (default: the most probable count per tile), used for
+    the first colour's catalog that the second colour is conditioned on and for the final catalog."""
     a = check_image(image, encoder)
     t0 = time.perf_counter()
     bg = estimate_background(jnp.asarray(a), cfg.background_box, cfg.background_quantile)
-    params = encode_checkerboard(encoder, jnp.asarray(a), bg, prior.log_flux_bounds())
+    params = encode_checkerboard(encoder, jnp.asarray(a), bg, prior.log_flux_bounds(), threshold)
     n, locs, fluxes, probs = mode_catalog(params, encoder.max_sources, threshold)
     jax.block_until_ready(fluxes)
     seconds = time.perf_counter() - t0
     table = mode_table(params, prior.tile_size, prior.bands, threshold)
     return ImageCatalog(params, np.asarray(bg), np.asarray(n), np.asarray(locs), np.asarray(fluxes),
-                        np.asarray(probs), table, seconds)
+                        np.asarray(probs), table, seconds, a)

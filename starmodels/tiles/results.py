@@ -5,7 +5,8 @@
   (the encoder's standard deviations, propagated through the logit and log transforms), pixel
   positions, fluxes in electrons.
 * :func:`count_interval`: the posterior number of stars brighter than a flux inside any pixel region,
-  from catalogs drawn from the encoder, with a central interval.
+  from catalogs drawn from the encoder (both checkerboard colours drawn in turn), with a central
+  interval.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from starmodels.tiles.encoder import mode_catalog, sample_catalogs, set_index
+from starmodels.tiles.encoder import log_flux_sd, mode_catalog, point_log_flux, set_index
 
 
 def mode_table(params: dict, tile_size: int, bands: tuple[str, ...],
@@ -29,14 +30,15 @@ def mode_table(params: dict, tile_size: int, bands: tuple[str, ...],
         dict of (N,) arrays: ``row``, ``col`` (0-based pixels), ``row_sd``, ``col_sd`` (pixels),
         ``p_exist`` (probability of at least ``slot + 1`` stars in the tile), ``tile_row``,
         ``tile_col``, ``slot``, and per band ``flux_<b>`` (electrons, median) and ``flux_<b>_sd``
-        (electrons).
+        (electrons; the log-normal's sd for the median and the log flux's sd, truncated where the
+        encoder truncates).
     """
     m = params["logits"].shape[-1] - 1
     n, locs, fluxes, probs = (np.asarray(a) for a in mode_catalog(params, m, threshold))
     idx = set_index(m)[n]                                                         # (nth, ntw, M)
     take = lambda a: np.take_along_axis(np.asarray(a), idx[..., None], axis=-2)
     loc_sd = np.exp(take(params["loc_logsd"]))
-    flux_mu, flux_sd = take(params["flux_mean"]), np.exp(take(params["flux_logsd"]))
+    flux_mu, flux_sd = take(point_log_flux(params)), take(log_flux_sd(params))
     tail = np.cumsum(probs[..., ::-1], axis=-1)[..., ::-1]                        # P(n >= k)
     ti, tj, s = np.nonzero(np.arange(m) < n[..., None])
     u = locs[ti, tj, s]
@@ -52,24 +54,28 @@ def mode_table(params: dict, tile_size: int, bands: tuple[str, ...],
     return out
 
 
-def count_interval(key, params: dict, tile_size: int, *, region=None, min_flux: float = 0.0, band: int = 0,
-                   num_samples: int = 1000, prob: float = 0.9) -> dict:
+def count_interval(catalogs, tile_size: int, *, region=None, min_flux: float = 0.0, band: int = 0,
+                   prob: float = 0.9) -> dict:
     """Posterior number of stars with flux >= ``min_flux`` (electrons, band ``band``) in a region.
 
     Args:
-        key: ``jax.random`` key; params: one image's split parameters.
+        catalogs: ``(n_sources, locs, fluxes)`` tile catalogs drawn from the encoder, leading axis the
+            draws (:func:`~starmodels.tiles.encoder.sample_checkerboard`, which draws the two colours
+            of the checkerboard ancestrally, or :func:`~starmodels.tiles.encoder.sample_catalogs`).
+        tile_size: pixels.
         region: (row0, row1, col0, col1) pixel bounds, half-open ``row0 <= row < row1``; None = all.
-        num_samples: catalogs drawn from the encoder; prob: central interval probability.
+        prob: central interval probability.
 
     Returns:
         ``{"mean", "sd", "lo", "hi", "prob", "samples"}`` (counts).
     """
     if not 0 < prob < 1:
         raise ValueError(f"prob must be in (0, 1), got {prob}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    m = params["logits"].shape[-1] - 1
-    n, locs, fluxes = sample_catalogs(key, params, m, num_samples)
+    n, locs, fluxes = (jnp.asarray(a) for a in catalogs)
+    if n.ndim != 3 or n.shape[0] < 1:
+        raise ValueError(f"catalogs must hold at least one draw of (nth, ntw) tiles, got n_sources of shape "
+                         f"{n.shape}")
+    m = locs.shape[-2]
     nth, ntw = n.shape[-2:]
     on = jnp.arange(m) < n[..., None]
     rows = (jnp.arange(nth)[:, None, None] + locs[..., 0]) * tile_size - 0.5
