@@ -81,7 +81,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from numbers import Real
 
 import jax
 import jax.numpy as jnp
@@ -89,14 +88,12 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from starmodels.sky.checks import is_number
+
 #: Default largest number of spectral bins whose amplitude :func:`sample_correlated_field` records.
 RECORD_MAX_BINS = 512
 
 _POSITIVE = ("fluctuations", "flexibility", "asperity", "offset_std")
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, Real | np.integer | np.floating) and not isinstance(x, bool | np.bool_)
 
 
 def _padded_side(side: int, pad: float) -> int:
@@ -155,9 +152,9 @@ class FieldGrid:
             raise ValueError(f"FieldGrid shape must be two integers (H, W), got {shape!r}")
         if min(shape) < 2:
             raise ValueError(f"FieldGrid shape must be at least 2 pixels on each side, got {tuple(shape)}")
-        if not _is_number(self.pad) or not np.isfinite(self.pad) or self.pad < 1:
+        if not is_number(self.pad) or not np.isfinite(self.pad) or self.pad < 1:
             raise ValueError(f"FieldGrid pad must be a finite number >= 1, got {self.pad!r}")
-        if not _is_number(self.distance) or not np.isfinite(self.distance) or self.distance <= 0:
+        if not is_number(self.distance) or not np.isfinite(self.distance) or self.distance <= 0:
             raise ValueError(f"FieldGrid distance (pixel scale) must be a finite number > 0, "
                              f"got {self.distance!r}")
         if self.log_bins is not None and (not isinstance(self.log_bins, int | np.integer)
@@ -228,7 +225,7 @@ def lognormal(mean: float, std: float) -> dist.LogNormal:
 
 
 def _pair(name: str, value, positive_mean: bool) -> tuple[float, float]:
-    if (not isinstance(value, tuple | list) or len(value) != 2 or not all(_is_number(v) for v in value)):
+    if (not isinstance(value, tuple | list) or len(value) != 2 or not all(is_number(v) for v in value)):
         raise ValueError(f"FieldPriors {name} must be a pair of numbers (mean, std), got {value!r}")
     mean, std = float(value[0]), float(value[1])
     if not (np.isfinite(mean) and np.isfinite(std)):
@@ -282,7 +279,7 @@ class FieldPriors:
             object.__setattr__(self, name, _pair(name, value, positive_mean=name in _POSITIVE))
         if self.asperity is not None and self.flexibility is None:
             raise ValueError("FieldPriors asperity needs flexibility (set flexibility or asperity=None)")
-        if not _is_number(self.offset_mean) or not np.isfinite(self.offset_mean):
+        if not is_number(self.offset_mean) or not np.isfinite(self.offset_mean):
             raise ValueError(f"FieldPriors offset_mean must be a finite number, got {self.offset_mean!r}")
         object.__setattr__(self, "offset_mean", float(self.offset_mean))
 
