@@ -3,11 +3,15 @@
 Each model checks its data before any sampling (``problems``), fills masked
 pixels with a harmless value so they can hold NaN on input (``fill``), gives
 the per-pixel distribution (``distribution``) and draws simulated data
-(``simulate``). Units: counts (photons or electrons) per pixel.
+(``simulate``). Units: counts (photons or electrons) per pixel for :class:`Poisson`,
+:class:`Gaussian` and :class:`PoissonGaussian`; the error-map (:class:`ErrGaussian`), variable
+(:class:`VariableGaussian`) and Student-t (:class:`StudentT`) models work in whatever unit the data
+have (counts, electrons/s, Jy/pixel, ...), their parameters in that unit.
 """
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -193,3 +197,232 @@ def simulate_poisson_read(key, mu, read_sigma) -> jnp.ndarray:
     """Exact CCD simulation: Poisson(mu) photons plus Normal(0, read_sigma) read noise."""
     k1, k2 = jax.random.split(key)
     return jax.random.poisson(k1, mu).astype(float) + read_sigma * jax.random.normal(k2, mu.shape)
+
+
+# -- noise with a known error map or a signal-dependent variance ---------------------------------------
+
+
+def _where(bad: np.ndarray) -> str:
+    """The first position where ``bad`` is True, as ``(i, j)`` (array index order: row, col)."""
+    return str(tuple(int(i) for i in np.argwhere(bad)[0]))
+
+
+def _read_map(who: str, sigma, variance, name: str | None) -> tuple[np.ndarray, bool, str]:
+    """The error map given as ``sigma=`` or ``variance=`` (exactly one): ``(array, is_variance, label)``."""
+    given = [k for k, v in (("sigma", sigma), ("variance", variance)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"{who}: give exactly one of sigma= (standard deviation, data units) or variance= "
+                         f"(data units squared); got {given or 'neither'}")
+    value = sigma if sigma is not None else variance
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: {given[0]} must be a number or a map of numbers, got "
+                         f"{type(value).__name__}") from None
+    label = name if name is not None else ("ERR" if sigma is not None else "VAR")
+    return arr, variance is not None, label
+
+
+def _map_problems(arr: np.ndarray, label: str, data_shape: tuple, use: np.ndarray,
+                  masked: bool) -> list[str]:
+    """Shape, zero, negative and non-finite values of an error map in the used pixels, as sentences."""
+    try:
+        a = np.broadcast_to(arr, data_shape)
+    except ValueError:
+        return [f"{label} shape {arr.shape} does not match data shape {tuple(data_shape)}"]
+    where = " inside the mask" if masked else ""
+    out = []
+    finite = np.isfinite(a)
+    for what, bad in (("non-finite (NaN/inf)", ~finite & use),
+                      ("zero", finite & (a == 0) & use),
+                      ("negative", finite & (a < 0) & use)):
+        if bad.any():
+            out.append(f"{label} has {int(bad.sum())} {what} pixel(s){where}, first at {_where(bad)}")
+    return out
+
+
+def _map_sigma(arr: jnp.ndarray, is_variance: bool) -> jnp.ndarray:
+    """Standard deviation (data units) from an error map holding sigma or variance."""
+    return jnp.sqrt(arr) if is_variance else arr
+
+
+def _masked_sqrt(var: jnp.ndarray, mask: jnp.ndarray | None) -> jnp.ndarray:
+    """``sqrt(var)`` with 1 on masked pixels, chosen *before* the root so a NaN or 0 there cannot
+    reach the gradient (the derivative of the root is never taken at a masked pixel)."""
+    return jnp.sqrt(var if mask is None else jnp.where(mask, var, 1.0))
+
+
+def _positive_problem(full: str, param, zero_ok: bool) -> str | None:
+    """Why parameter ``full`` (a fixed value or a prior) is not a positive scalar, or None if it is."""
+    if isinstance(param, dist.Distribution):
+        shape = tuple(param.batch_shape) + tuple(param.event_shape)
+        low = getattr(param.support, "lower_bound", None)
+        if shape:
+            return f"{full} takes a single value; its prior has shape {shape}"
+        if low is None or not np.all(np.asarray(low) >= 0):
+            return (f"{full} must be positive, but its {type(param).__name__} prior has support "
+                    f"{param.support} (negative values allowed); use a prior on positive values "
+                    "(LogNormal, HalfNormal, Gamma, or Uniform/TruncatedNormal with low >= 0)")
+        return None
+    arr = np.asarray(param)
+    if arr.shape != ():
+        return f"{full} takes a single number, got shape {arr.shape}"
+    v = float(arr)
+    if v > 0 or (zero_ok and v == 0):
+        return None
+    return f"{full} must be {'non-negative' if zero_ok else 'positive'}, got {v:g}"
+
+
+class _PositiveParams(NoiseModel):
+    """A noise model whose parameters are positive scalars, checked when built and when replaced."""
+
+    def _zero_ok(self, name: str) -> bool:
+        """Whether parameter ``name`` may be held fixed at exactly 0."""
+        return False
+
+    def _hint(self, name: str) -> str:
+        """Why parameter ``name`` must be positive, appended to its error (empty by default)."""
+        return ""
+
+    def _check_params(self, params: dict) -> None:
+        """Raise a ValueError listing every parameter that is not a positive scalar."""
+        bad = [p + self._hint(k) for k in self.param_names
+               if (p := _positive_problem(f"{self.role}.{k}", params[k], self._zero_ok(k))) is not None]
+        if bad:
+            raise ValueError(f"{type(self).__name__}: " + "; ".join(bad))
+
+    def _rebuild(self, params: dict) -> NoiseModel:
+        self._check_params(params)
+        return super()._rebuild(params)
+
+
+class ErrGaussian(NoiseModel):
+    """Gaussian noise with a known per-pixel error map, e.g. a FITS ``ERR`` or variance extension.
+
+    Give exactly one of ``sigma`` (standard deviation, data units, e.g. electrons/s or counts) or
+    ``variance`` (data units squared). Unlike :class:`Gaussian`, :meth:`problems` names every zero,
+    negative and non-finite value of the map among the used pixels with its count and first position;
+    masked pixels may hold anything (NaN included). The map has the data's shape (or broadcasts to it,
+    e.g. one map for every image of a plate). ``name`` labels the map in messages (default ``"ERR"``
+    for ``sigma``, ``"VAR"`` for ``variance``). No parameters are sampled.
+    """
+
+    err: jnp.ndarray
+    is_variance: bool = eqx.field(static=True)
+    label: str = eqx.field(static=True)
+    param_names = ()
+
+    def __init__(self, sigma=None, *, variance=None, mask=None, name: str | None = None):
+        super().__init__({})
+        self._set_mask(mask)
+        arr, self.is_variance, self.label = _read_map("ErrGaussian", sigma, variance, name)
+        self.err = jnp.asarray(arr)
+
+    @property
+    def sigma(self) -> jnp.ndarray:
+        """Per-pixel standard deviation (data units); NaN where a variance is negative."""
+        return _map_sigma(self.err, self.is_variance)
+
+    def _value_problems(self, data, use):
+        return _map_problems(np.asarray(self.err), self.label, data.shape, use, self.mask is not None)
+
+    def distribution(self, mu, p):
+        """Per-pixel Normal(mu, sigma) (data units); masked pixels get sigma 1 (they carry no weight)."""
+        var = self.err if self.is_variance else self.err**2
+        return dist.Normal(mu, _masked_sqrt(var, self.mask))
+
+
+class VariableGaussian(_PositiveParams):
+    """AstroPrism-style variable-covariance noise: Gaussian with ``sigma^2 = b^2 + s * |mu|``.
+
+    ``mu`` is the expected image (data units). ``b`` is a constant noise floor (background and read
+    noise) in data units; ``s`` (data units) scales the signal-dependent term: with data in counts,
+    ``s = 1`` is Poisson noise, and with data in electrons/s from an exposure of ``t`` seconds,
+    ``s = 1 / t``. The covariance is diagonal, with a variance that varies with the model.
+
+    Each parameter is a fixed number or a prior, like every component parameter; the sites are
+    ``noise.b`` and ``noise.s``. They are positive by construction: a fixed ``b`` must be > 0 and a
+    fixed ``s`` >= 0 (``s = 0`` is a constant sigma ``b``), and a prior must have support on
+    non-negative values (LogNormal, HalfNormal, Gamma, Uniform with ``low >= 0``, ...); this is
+    checked again when a prior or value is replaced (``with_priors``, ``with_fixed``).
+    """
+
+    param_names = ("b", "s")
+
+    def __init__(self, b, s, mask=None):
+        super().__init__({"b": b, "s": s})
+        self._set_mask(mask)
+        self._check_params(self.params)
+
+    def _zero_ok(self, name):
+        return name == "s"
+
+    def scale(self, mu, p) -> jnp.ndarray:
+        """Per-pixel standard deviation ``sqrt(b^2 + s |mu|)`` (data units); 1 on masked pixels."""
+        return _masked_sqrt(p["b"] ** 2 + p["s"] * jnp.abs(mu), self.mask)
+
+    def distribution(self, mu, p):
+        """Per-pixel Normal(mu, sqrt(b^2 + s |mu|)) (data units)."""
+        return dist.Normal(mu, self.scale(mu, p))
+
+
+class StudentT(_PositiveParams):
+    """Student-t pixel noise, robust to outliers (cosmic rays, hot pixels, unmodelled sources).
+
+    The data are ``mu + scale * t_df`` with ``t_df`` a standard Student-t variable of ``df`` degrees of
+    freedom, and one scale formula covers the known-map and the variable cases::
+
+        scale^2 = ERR^2 + b^2 + s * |mu|
+
+    ``ERR`` is an optional known error map (``sigma=``, data units, or ``variance=``, data units
+    squared; at most one), ``b`` (data units) and ``s`` (data units) are as in :class:`VariableGaussian`
+    and default to 0. So ``StudentT(df, sigma=err)`` is the heavy-tailed :class:`ErrGaussian`,
+    ``StudentT(df, b=..., s=...)`` the heavy-tailed :class:`VariableGaussian`, and both together add a
+    floor in quadrature to a known map. ``scale`` is not the standard deviation: the variance is
+    ``scale^2 * df / (df - 2)`` for ``df > 2`` and infinite otherwise; as ``df`` grows the model
+    becomes the Gaussian with sigma ``scale``.
+
+    ``df``, ``b`` and ``s`` are fixed numbers or priors (sites ``noise.df``, ``noise.b``,
+    ``noise.s``), positive by construction as in :class:`VariableGaussian`: a fixed ``df`` must be
+    > 0, ``s`` >= 0, and ``b`` >= 0 with an error map or > 0 without one (so the scale is never 0);
+    priors need support on non-negative values (e.g. ``Gamma(2, 0.1)`` for ``df``).
+    """
+
+    err: jnp.ndarray | None
+    is_variance: bool = eqx.field(static=True)
+    label: str = eqx.field(static=True)
+    param_names = ("df", "b", "s")
+
+    def __init__(self, df, *, sigma=None, variance=None, b=0.0, s=0.0, mask=None, name: str | None = None):
+        super().__init__({"df": df, "b": b, "s": s})
+        self._set_mask(mask)
+        if sigma is None and variance is None:
+            self.err, self.is_variance, self.label = None, False, "ERR"
+        else:
+            arr, self.is_variance, self.label = _read_map("StudentT", sigma, variance, name)
+            self.err = jnp.asarray(arr)
+        self._check_params(self.params)
+
+    def _zero_ok(self, name):
+        return name == "s" or (name == "b" and self.err is not None)
+
+    def _hint(self, name):
+        if name == "b" and self.err is None:
+            return " (without a sigma= or variance= map, b is the floor that keeps the scale above 0)"
+        return ""
+
+    def _value_problems(self, data, use):
+        if self.err is None:
+            return []
+        return _map_problems(np.asarray(self.err), self.label, data.shape, use, self.mask is not None)
+
+    def scale(self, mu, p) -> jnp.ndarray:
+        """Per-pixel scale ``sqrt(ERR^2 + b^2 + s |mu|)`` (data units); 1 on masked pixels."""
+        var = p["b"] ** 2 + p["s"] * jnp.abs(mu)
+        if self.err is not None:
+            var = var + (self.err if self.is_variance else self.err**2)
+        return _masked_sqrt(var, self.mask)
+
+    def distribution(self, mu, p):
+        """Per-pixel StudentT(df, loc=mu, scale) (data units)."""
+        return dist.StudentT(p["df"], mu, self.scale(mu, p))
