@@ -6,6 +6,11 @@ channels (instruments, bands) through their own pixel grids and PSFs.
 * :mod:`starmodels.sky.reproject`: scene -> channel pixels as a precomputed flux-conserving linear map.
 * :mod:`starmodels.sky.convolve`: linear PSF convolution by FFT.
 * :mod:`starmodels.sky.psf_images`: PSF checks, re-centring, resampling; parametric PSFs.
+* :mod:`starmodels.sky.channel`, :mod:`starmodels.sky.channel_read`: a channel (image, WCS, noise map,
+  mask, PSF) and reading channels from FITS with every problem reported at once.
+* :mod:`starmodels.sky.masks`: DQ bits, NaNs, regions, hold-out splits.
+* :mod:`starmodels.sky.noise_estimate`: noise level and neighbour correlation of images without ERR.
+* :mod:`starmodels.sky.image_fits`: writing images with their WCS, atomically.
 """
 
 from starmodels.sky.convolve import FFTConvolver, fft_convolve
