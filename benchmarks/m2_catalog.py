@@ -20,6 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (python benchmarks/NAME.py): the repo root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import starmodels  # noqa: F401  (host devices and XLA flags before JAX starts)
 from benchmarks.record import write_record

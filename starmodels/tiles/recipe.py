@@ -8,7 +8,7 @@ import argparse
 #: The recipe of the shipped m2_starfield encoder: the defaults of
 #: :func:`~starmodels.tiles.build.build_tile_model`, of ``starmodels train-encoder`` and of
 #: ``python -m benchmarks.m2_catalog`` (chosen on simulated fields).
-RECIPE = {"steps": 2600, "batch": 8, "wake_steps": 400, "checkerboard": True, "learning_rate": 2e-3,
+RECIPE = {"steps": 2600, "batch": 8, "wake_steps": 400, "checkerboard": True, "learning_rate": 5e-3,
           "truncated_flux": False}
 
 
