@@ -365,6 +365,13 @@ def test_truncated_flux_is_a_normalized_density_with_draws_and_median_inside_the
     assert np.mean(lf < float(point_log_flux(p)[0, 0, 0, 0])) == pytest.approx(0.5, abs=0.015)
     assert float(log_flux_sd(p)[0, 0, 0, 0]) == pytest.approx(lf.std(), rel=0.03)
     assert float(point_log_flux(p)[0, 0, 0, 1]) == pytest.approx(6.5, abs=1e-5)   # i band: not truncated
+    # the normalisation and its gradient stay finite when the mean is far outside the support
+    from starmodels.tiles.encoder import _log_mass
+
+    for a, b in ((8.0, 20.0), (-30.0, -9.0), (-2.0, 3.0)):
+        g = jax.grad(lambda x, b=b: _log_mass(x, jnp.float32(b)))(jnp.float32(a))
+        assert np.isfinite(float(_log_mass(jnp.float32(a), jnp.float32(b)))) and np.isfinite(float(g))
+    assert float(_log_mass(jnp.float32(8.0), jnp.float32(20.0))) == pytest.approx(norm.logsf(8.0), rel=1e-5)
     # the bounds travel with the encoder file; bad bounds are refused
     save_encoder(tmp_path / "t.eqx", enc, {"model": "m2_starfield"})
     assert load_encoder(tmp_path / "t.eqx")[0].flux_bounds == pytest.approx((lo, hi))

@@ -179,9 +179,13 @@ def _log_mass(a, b):
     """log(Phi(b) - Phi(a)), stable in both tails."""
     from jax.scipy.special import log_ndtr
 
-    upper = log_ndtr(b) + jnp.log(-jnp.expm1(log_ndtr(a) - log_ndtr(b)))          # a << 0 side
-    lower = log_ndtr(-a) + jnp.log(-jnp.expm1(log_ndtr(-b) - log_ndtr(-a)))        # b >> 0 side
-    return jnp.where(a > 0, lower, upper)
+    right = a > 0                     # the support lies right of the mean: use the upper tail
+    # each branch gets harmless inputs where it is not used, so its gradient there is finite too
+    au, bu = jnp.where(right, -1.0, a), jnp.where(right, 1.0, b)
+    al, bl = jnp.where(right, a, 1.0), jnp.where(right, b, 2.0)
+    upper = log_ndtr(bu) + jnp.log(-jnp.expm1(log_ndtr(au) - log_ndtr(bu)))
+    lower = log_ndtr(-al) + jnp.log(-jnp.expm1(log_ndtr(-bl) - log_ndtr(-al)))
+    return jnp.where(right, lower, upper)
 
 
 def log_flux_sd(params: dict) -> jnp.ndarray:
