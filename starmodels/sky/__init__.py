@@ -11,6 +11,9 @@ channels (instruments, bands) through their own pixel grids and PSFs.
 * :mod:`starmodels.sky.masks`: DQ bits, NaNs, regions, hold-out splits.
 * :mod:`starmodels.sky.noise_estimate`: noise level and neighbour correlation of images without ERR.
 * :mod:`starmodels.sky.image_fits`: writing images with their WCS, atomically.
+* :mod:`starmodels.sky.scene`: the scene seen by channels as a NumPyro program (latent fields mixed into
+  the channels, per-channel reprojection, PSF, background and noise), fitted by SVI, with reduced chi^2
+  on fitted and held-out pixels.
 """
 
 from starmodels.sky.convolve import FFTConvolver, fft_convolve

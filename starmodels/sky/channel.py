@@ -22,7 +22,7 @@ from astropy.wcs import WCS
 
 from starmodels.io.observation import wcs_pixel_scale
 from starmodels.sky.psf_images import normalized_psf
-from starmodels.sky.reproject import _celestial
+from starmodels.sky.reproject import celestial_wcs
 
 
 class ChannelError(ValueError):
@@ -92,7 +92,7 @@ class ChannelData:
         shape = image.shape
         image = _readonly(np.array(image, dtype=np.float64))
         try:
-            wcs = _celestial("wcs", self.wcs)
+            wcs = celestial_wcs("wcs", self.wcs)
         except ValueError as e:
             problems.append(str(e))
             wcs = None

@@ -440,6 +440,11 @@ def empirical_power_spectrum(field_, grid: FieldGrid):
     return grid.k_bins, mean[..., 1:]
 
 
+#: :func:`correlated_field` compiled once per grid: a program that samples the field is fast even when run
+#: op by op outside a jit (as SVI's guide set-up runs it).
+_correlated_field_jit = jax.jit(correlated_field, static_argnums=1)
+
+
 def sample_correlated_field(grid: FieldGrid, priors: FieldPriors | None = None, name: str = "sky",
                             record_amplitude: bool | None = None):
     """NumPyro program piece: sample a correlated field and return the log-sky on the data region.
@@ -470,7 +475,7 @@ def sample_correlated_field(grid: FieldGrid, priors: FieldPriors | None = None, 
     if priors.flexibility is not None:
         params["spectrum_xi"] = numpyro.sample(
             f"{name}.spectrum_xi", white.expand((priors.spectrum_rows(), grid.n_bins - 1)).to_event(2))
-    log_sky, amplitude = correlated_field(params, grid)
+    log_sky, amplitude = _correlated_field_jit(params, grid)
     if record_amplitude is None:
         record_amplitude = grid.n_bins <= RECORD_MAX_BINS
     if record_amplitude:

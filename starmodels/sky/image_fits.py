@@ -14,7 +14,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from starmodels.atomic import atomic_path
-from starmodels.sky.reproject import _celestial
+from starmodels.sky.reproject import celestial_wcs
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def write_image_fits(path, data, wcs: WCS | None, *, unit: str | None = None, he
         raise ValueError(f"{path}: data must be an image (H, W) or a cube (N, H, W), got shape {a.shape}")
     hdr = fits.Header()
     if wcs is not None:
-        cel = _celestial("wcs", wcs)
+        cel = celestial_wcs("wcs", wcs)
         hdr.update(cel.to_header(relax=True))
     wcs_keys = set(hdr.keys())
     if unit is not None:

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from starmodels.sky.checks import is_int, is_number, shape2
+from starmodels.sky.reproject import celestial_wcs
 
 __all__ = ["HoldoutSplit", "PixelBox", "PixelCircle", "SkyBox", "SkyCircle", "combine", "holdout_split",
            "mask_from_dq", "mask_from_nans", "region_mask"]
@@ -177,20 +178,6 @@ class SkyBox:
 Region = PixelCircle | PixelBox | SkyCircle | SkyBox
 
 
-def _celestial_wcs(wcs):
-    """The 2-D celestial part of an astropy WCS, or a ValueError."""
-    from astropy.wcs import WCS
-
-    if not isinstance(wcs, WCS):
-        raise ValueError(f"wcs must be an astropy.wcs.WCS, got {type(wcs).__name__}")
-    if not wcs.has_celestial:
-        raise ValueError(f"wcs is not celestial (CTYPE {list(wcs.wcs.ctype)}): sky regions need RA/Dec axes")
-    cel = wcs.celestial if wcs.naxis > 2 else wcs
-    if cel.naxis != 2:
-        raise ValueError(f"wcs: its celestial part has {cel.naxis} axes, expected 2")
-    return cel
-
-
 def _window(shape, centre_rc, half_px) -> tuple[slice, slice] | None:
     """Rows and columns within ``half_px`` (per axis) of ``centre_rc``, clipped to the image (or None)."""
     (r0, c0), (hr, hc) = centre_rc, half_px
@@ -289,7 +276,7 @@ def region_mask(shape, regions: Region | Iterable[Region], wcs=None, *,
     if wrong:
         raise ValueError(f"regions must be PixelCircle, PixelBox, SkyCircle or SkyBox, got {wrong}")
     if wcs is not None:
-        wcs = _celestial_wcs(wcs)
+        wcs = celestial_wcs("wcs", wcs)
     inside = np.zeros(shape, bool)
     for region in items:
         inside |= _inside(region, shape, wcs)

@@ -46,7 +46,7 @@ MAX_OVERSAMPLE = 32
 _CHUNK_POINTS = 1 << 19
 
 
-def _celestial(name: str, wcs) -> WCS:
+def celestial_wcs(name: str, wcs) -> WCS:
     """The 2-D celestial part of an astropy WCS, or a ValueError saying why there is none."""
     if not isinstance(wcs, WCS):
         raise ValueError(f"{name} must be an astropy.wcs.WCS, got {type(wcs).__name__}")
@@ -59,7 +59,7 @@ def _celestial(name: str, wcs) -> WCS:
     return cel
 
 
-def _pixel_area_arcsec2(wcs: WCS) -> float:
+def pixel_area_arcsec2(wcs: WCS) -> float:
     """Area of a pixel at the reference point of a celestial WCS, arcsec^2 (projection plane)."""
     units = [u.Unit(c) if str(c) else u.deg for c in wcs.wcs.cunit]
     return float(proj_plane_pixel_area(wcs)) * float(units[0].to(u.arcsec) * units[1].to(u.arcsec))
@@ -325,9 +325,9 @@ class PixelMap:
         """
         scene_shape = shape2("scene_shape", scene_shape)
         channel_shape = shape2("channel_shape", channel_shape)
-        scene_cel = _celestial("scene_wcs", scene_wcs)
-        channel_cel = _celestial("channel_wcs", channel_wcs)
-        a_scene, a_channel = _pixel_area_arcsec2(scene_cel), _pixel_area_arcsec2(channel_cel)
+        scene_cel = celestial_wcs("scene_wcs", scene_wcs)
+        channel_cel = celestial_wcs("channel_wcs", channel_wcs)
+        a_scene, a_channel = pixel_area_arcsec2(scene_cel), pixel_area_arcsec2(channel_cel)
         if not (a_scene > 0 and a_channel > 0):
             raise ValueError(f"WCS pixel areas must be > 0, got scene {a_scene} and channel {a_channel} "
                              "arcsec^2 (singular CD/PC matrix?)")
