@@ -116,7 +116,7 @@ def _init_points(model, data, key, chains, opts, rng):
                                 init_strategy=init_to_uniform)
         return info.param_info.z, None, {"init": "prior"}
     mode = find_mode(model, data, key, starts=opts["map_starts"])
-    record = {"init": "map", "map": mode.record()}
+    record = {"init": "map", "map": mode.record(), "map_z": mode.z}
     lap = laplace(model, data, mode.z)
     if lap is None:
         log.warning("Hessian at the MAP is not finite; chains start at the MAP, identity mass matrix")
@@ -157,6 +157,25 @@ def run_nuts(model, data, opts) -> RunResult:
     keys = jax.random.split(k_run, chains)
     with stopwatch() as t_start:
         state = jax.block_until_ready(sampler.init(z0, inv, keys, bound.arrays, data))
+        bad = ~np.isfinite(np.asarray(state.potential_energy))
+        if bad.any() and "map_z" in record:
+            # a Laplace draw can land outside the support when the Hessian at the MAP is nearly singular
+            log.warning("chain(s) %s start where the log density is not finite (the Laplace covariance at "
+                        "the MAP is nearly singular, largest variance %.3g); all chains start at the MAP "
+                        "with an identity mass matrix", np.flatnonzero(bad).tolist(),
+                        float(np.max(np.diag(np.atleast_2d(inv_mass)))) if inv_mass is not None else np.nan)
+            record["init"] = "map (Laplace start not finite)"
+            inv = None
+            z0 = {k: jnp.asarray(np.broadcast_to(v, (chains, *np.shape(v))))
+                  for k, v in record["map_z"].items()}
+            state = jax.block_until_ready(sampler.init(z0, inv, keys, bound.arrays, data))
+            bad = ~np.isfinite(np.asarray(state.potential_energy))
+        if bad.any():
+            raise FloatingPointError(
+                f"NUTS cannot start: the log density is not finite at the starting point of chain(s) "
+                f"{np.flatnonzero(bad).tolist()} (init {record['init']!r}); check the data and the priors, "
+                "or pass init='prior'")
+    record.pop("map_z", None)
 
     warmup, draws_n = opts["num_warmup"], opts["num_draws"]
     total = warmup + draws_n
@@ -181,6 +200,10 @@ def run_nuts(model, data, opts) -> RunResult:
     bar.close()
 
     out = {k: np.concatenate([d[k] for d in draws], axis=1) for k in draws[0]}
+    nonfinite = {k: int((~np.isfinite(v)).sum()) for k, v in out.items() if not np.all(np.isfinite(v))}
+    if nonfinite:
+        log.warning("NUTS draws are not finite (%s): the chains left the region where the log density is "
+                    "defined; do not use this result (see meta['nonfinite_draws'])", nonfinite)
     all_stats = {k: np.concatenate([s[k] for s in stats], axis=1) for k in stats[0]}
     post = {k: v[:, warmup:] for k, v in all_stats.items()}
     steps = post["num_steps"]
@@ -205,6 +228,7 @@ def run_nuts(model, data, opts) -> RunResult:
         "gradient_evals_sampling": int(steps.sum()),
         "divergences": int(sample_stats["diverging"].sum()),
         "max_tree_depth_hits": int((sample_stats["tree_depth"] >= opts["max_tree_depth"]).sum()),
+        "nonfinite_draws": nonfinite,
         **record,
     }
     return RunResult(draws=out, meta=meta, sample_stats=sample_stats)
