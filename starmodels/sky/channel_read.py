@@ -30,6 +30,7 @@ from starmodels.io.fits_open import (
     hdu_data,
     open_fits,
 )
+from starmodels.io.shared_data import find_data_dir
 from starmodels.sky.channel import ChannelData, ChannelError
 from starmodels.sky.checks import is_int
 from starmodels.sky.masks import Region, combine, mask_from_dq, mask_from_nans, region_mask
@@ -50,8 +51,6 @@ ALL_BITS = (1 << 64) - 1
 _FITS_SUFFIX = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$|\.fz$", re.IGNORECASE)
 _FILE_REF = re.compile(r"^(?P<file>.+?)\[(?P<key>[^\[\]]+)\]$")
 HSC_HST_DATA_ENV = "STARMODELS_HSC_HST_DATA"
-_REPO_HSC_HST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hsc_hst"
-_WORK_HSC_HST = Path("/work/shared/data/hsc_hst")
 _AUTO_NAMES = {"err": ("ERR",), "var": ("VAR", "VARIANCE"), "dq": ("DQ",)}
 _BAND_KEYWORDS = ("FILTER", "BAND")
 
@@ -773,13 +772,4 @@ def hsc_hst_data_dir(data_dir=None) -> Path:
     """The shared HSC + HST COSMOS cutouts (scarlet's test data): ``data_dir``, else env
     ``STARMODELS_HSC_HST_DATA``, else the first of ``../shared/data/hsc_hst`` next to the repository and
     ``/work/shared/data/hsc_hst`` that exists; FileNotFoundError naming the folder(s) if missing."""
-    if data_dir is None:
-        env = os.environ.get(HSC_HST_DATA_ENV)
-        candidates = [Path(env)] if env else [_REPO_HSC_HST, _WORK_HSC_HST]
-    else:
-        candidates = [Path(data_dir)]
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    raise FileNotFoundError(f"HSC/HST data folder not found: {', '.join(map(str, candidates))} (pass "
-                            f"data_dir= or set {HSC_HST_DATA_ENV} to the folder holding Cut_HSC.fits)")
+    return find_data_dir("hsc_hst", HSC_HST_DATA_ENV, data_dir, "HSC/HST", "Cut_HSC.fits")

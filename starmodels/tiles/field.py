@@ -23,7 +23,6 @@ import bz2
 import dataclasses
 import gzip
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from starmodels.io.fits_open import FileFormatError, _compression
 from starmodels.io.observation import Observation
 from starmodels.io.psfield import BANDS, KLPsf
 from starmodels.io.sdss import _FRAME_RE, read_sdss_frame, sdss_filename
+from starmodels.io.shared_data import find_data_dir
 
 __all__ = ["M2_ORIGIN", "M2_SIZE", "Field", "FieldError", "load_sdss_field", "m2_data_dir", "m2_field"]
 
@@ -49,7 +49,6 @@ M2_ORIGIN = (627, 307)
 M2_SIZE = (106, 106)
 """Rows x columns of the M2 benchmark cutout, pixels."""
 DATA_ENV = "STARMODELS_SDSS_DATA"
-_REPO_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss"
 _WORK_DATA = Path("/work/shared/data/sdss")
 
 
@@ -509,16 +508,7 @@ def m2_data_dir(data_dir: str | Path | None = None) -> Path:
     """The shared SDSS data folder: ``data_dir``, else env ``STARMODELS_SDSS_DATA``, else the first of
     ``../shared/data/sdss`` next to the repository and ``/work/shared/data/sdss`` that exists;
     FileNotFoundError naming the folder(s) if missing."""
-    if data_dir is None:
-        env = os.environ.get(DATA_ENV)
-        candidates = [Path(env)] if env else [_REPO_DATA, _WORK_DATA]
-    else:
-        candidates = [Path(data_dir)]
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    raise FileNotFoundError(f"SDSS data folder not found: {', '.join(map(str, candidates))} (pass data_dir= "
-                            f"or set {DATA_ENV} to the folder holding 2583/2/136/frame-*.fits.bz2)")
+    return find_data_dir("sdss", DATA_ENV, data_dir, "SDSS", "2583/2/136/frame-*.fits.bz2")
 
 
 def m2_field(data_dir: str | Path | None = None, bands: Sequence[str] = ("r", "i"), **kwargs) -> Field:
